@@ -1,0 +1,30 @@
+"""The ``sorakit`` command. Thin: each group parses, calls the library, prints.
+
+Errors from the library become a message and an exit code here; ``SORAKIT_DEBUG=1`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from . import serve, tokens, users
+
+app = typer.Typer(help="sorakit: a self-hosted server for the Sora web video API.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+app.command("serve")(serve.serve)
+app.add_typer(users.app, name="users")
+app.add_typer(tokens.app, name="token")
+
+
+def main() -> None:
+    try:
+        app()
+    except Exception as exc:  # the last line of defence: no traceback for users
+        if os.environ.get("SORAKIT_DEBUG") == "1":
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (set SORAKIT_DEBUG=1 for details)", file=sys.stderr)
+        sys.exit(1)

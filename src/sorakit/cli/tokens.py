@@ -1,0 +1,40 @@
+"""``sorakit token``: issue and revoke bearer tokens."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..server import auth
+from ..server.secrets import derive, master_secret
+from ..store import open_store
+from .common import DataDir, fail, parse_ttl, settings
+
+app = typer.Typer(help="Manage bearer tokens.", no_args_is_help=True)
+
+
+@app.command("create")
+def create(name: str,
+           ttl: Annotated[str, typer.Option(help="Lifetime: 30d, 12h, 90m or seconds.")] = "30d",
+           data_dir: DataDir = None) -> None:
+    """Issue a token for user NAME. The token alone is printed on the last line."""
+    s = settings(data_dir=data_dir)
+    seconds = parse_ttl(ttl)
+    store = open_store(s.db_path)
+    user = store.user_by_name(name)
+    if user is None:
+        fail(f"no user named {name!r} (add one with `sorakit users add {name}`)")
+    token, row = auth.issue(store, derive(master_secret(s.data_dir), "jwt"), user["id"], seconds)
+    typer.echo(f"token {row['id']} for {name}, valid for {ttl}:", err=True)
+    typer.echo(token)
+
+
+@app.command("revoke")
+def revoke(token_id: Annotated[str, typer.Argument(help="The token's id (tok_...), its jti.")],
+           data_dir: DataDir = None) -> None:
+    """Revoke a token at once; requests with it get 401 token_invalidated."""
+    s = settings(data_dir=data_dir)
+    if not open_store(s.db_path).revoke_token(token_id):
+        fail(f"no active token {token_id!r}")
+    typer.echo(f"revoked {token_id}")

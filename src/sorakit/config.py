@@ -1,0 +1,132 @@
+"""Settings: command-line flags over ``SORAKIT_*`` environment variables over ``config.toml``.
+
+``config.toml`` lives in the data directory. Every key below may appear there, at top level; the
+environment variable of ``link_ttl_seconds`` is ``SORAKIT_LINK_TTL_SECONDS``, and so on. Lists
+(``blocked_terms``) are comma-separated in the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+
+class ConfigError(ValueError):
+    """A setting has a value that cannot be used; the message names the setting."""
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir("sorakit", appauthor=False))
+
+
+@dataclass
+class Settings:
+    data_dir: Path = field(default_factory=default_data_dir)
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    preview_pace: float = 0.0
+    public_base_url: str | None = None
+    link_ttl_seconds: int = 24 * 3600
+    finished_window_seconds: float = 300.0
+    max_frames: int = 750
+    max_prompt_chars: int = 10_000
+    default_concurrency: int = 3
+    default_daily_limit: int = 100
+    max_queue: int = 1000
+    lease_seconds: float = 30.0
+    max_attempts: int = 3
+    blocked_terms: list[str] = field(default_factory=list)
+    default_engine: str = "preview"
+    #: request ``model`` id -> engine name; ``sy_8`` and dated ``sy_8_*`` ids use default_engine
+    models: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "sorakit.db"
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = _FIELDS[name].type
+    try:
+        if name == "data_dir":
+            return Path(value).expanduser()
+        if name == "blocked_terms":
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return [str(t).strip() for t in items if str(t).strip()]
+        if name == "models":
+            if not isinstance(value, dict):
+                raise TypeError("expected a table")
+            return {str(k): str(v) for k, v in value.items()}
+        if kind == "int":
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "str | None":
+            return str(value) if value not in (None, "") else None
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"setting {name!r}: cannot use {value!r} ({exc})") from None
+
+
+def _from_toml(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / "config.toml"
+    if not path.is_file():
+        return {}
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    unknown = set(raw) - set(_FIELDS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    return raw
+
+
+def _from_env(env: dict[str, str]) -> dict[str, Any]:
+    found = {}
+    for name in _FIELDS:
+        key = "SORAKIT_" + name.upper()
+        if key in env and name != "models":
+            found[name] = env[key]
+    return found
+
+
+def load_settings(overrides: dict[str, Any] | None = None, env: dict[str, str] | None = None) -> Settings:
+    """Merge the three sources; ``overrides`` (flags) win, ``None`` values are ignored."""
+    env = dict(os.environ) if env is None else env
+    flags = {k: v for k, v in (overrides or {}).items() if v is not None}
+    env_values = _from_env(env)
+    data_dir = flags.get("data_dir") or env_values.get("data_dir") or default_data_dir()
+    merged = {**_from_toml(Path(data_dir).expanduser()), **env_values, **flags}
+    merged["data_dir"] = data_dir
+    settings = Settings(**{k: _coerce(k, v) for k, v in merged.items()})
+    _validate(settings)
+    return settings
+
+
+def _validate(s: Settings) -> None:
+    checks = [
+        ("workers", s.workers >= 0), ("max_frames", s.max_frames >= 1),
+        ("link_ttl_seconds", s.link_ttl_seconds > 0), ("lease_seconds", s.lease_seconds > 0),
+        ("max_attempts", s.max_attempts >= 1), ("preview_pace", s.preview_pace >= 0),
+        ("finished_window_seconds", s.finished_window_seconds >= 0),
+        ("default_concurrency", s.default_concurrency >= 1),
+        ("default_daily_limit", s.default_daily_limit >= 1), ("max_queue", s.max_queue >= 1),
+    ]
+    for name, ok in checks:
+        if not ok:
+            raise ConfigError(f"setting {name!r} is out of range: {getattr(s, name)!r}")

@@ -1,0 +1,66 @@
+"""The engine interface: a request in, exactly ``n_frames`` RGB frames out.
+
+Engines never touch the store or the file system's final paths: the worker owns the task's
+lifecycle and the encoder owns the MP4. An engine only turns a :class:`RenderJob` into frames,
+reporting progress and honouring cancellation through the :class:`RenderContext` it is handed.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Cancelled(Exception):
+    """Raised inside an engine (by ``RenderContext.check_cancel``) to stop a task promptly."""
+
+
+class EngineError(Exception):
+    """An engine could not produce the video; ``reason`` is shown to the user."""
+
+    def __init__(self, reason: str, *, code: str = "engine_error") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.code = code
+
+
+@dataclass(frozen=True)
+class RenderJob:
+    task_id: str
+    prompt: str
+    width: int
+    height: int
+    n_frames: int
+    fps: int = 30
+    seed: int | None = None
+    style_id: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+class RenderContext(Protocol):
+    def progress(self, fraction: float) -> None:
+        """The engine's own stage is ``fraction`` (0..1) done."""
+
+    def check_cancel(self) -> None:
+        """Raise :class:`Cancelled` when the task was cancelled or its lease lost."""
+
+
+class Engine(ABC):
+    #: name used in configuration and in drafts' metadata
+    name: str = "engine"
+    #: True for engines that do not run a generative model
+    placeholder: bool = False
+    #: share of a task's progress bar covered by ``ctx.progress``; the rest follows encoding
+    progress_share: float = 0.0
+
+    @abstractmethod
+    def frames(self, job: RenderJob, ctx: RenderContext) -> Iterator[np.ndarray]:
+        """Yield exactly ``job.n_frames`` frames, each ``(height, width, 3)`` uint8 RGB."""
+
+    def describe(self) -> dict[str, Any]:
+        """Metadata recorded with every draft this engine makes."""
+        return {"name": self.name, "placeholder": self.placeholder}

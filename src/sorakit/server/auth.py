@@ -1,0 +1,52 @@
+"""Bearer tokens (PROTOCOL section 1): JWTs signed by the server, with ``sub``, ``exp`` and ``jti``.
+
+Each token's ``jti`` is a row in the store, so a token can be revoked.
+"""
+
+from __future__ import annotations
+
+import jwt
+
+from ..protocol import errors
+from ..store import Store
+
+ALGORITHM = "HS256"
+
+
+def issue(store: Store, key: bytes, user_id: str, ttl_seconds: float) -> tuple[str, dict]:
+    row = store.create_token(user_id, ttl_seconds)
+    claims = {"sub": user_id, "jti": row["id"], "iat": int(row["created_at"]),
+              "exp": int(row["expires_at"])}
+    return jwt.encode(claims, key, algorithm=ALGORITHM), row
+
+
+def _bearer(header: str | None) -> str:
+    if not header:
+        raise errors.invalid_token("no Authorization header")
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise errors.invalid_token("expected 'Bearer <token>'")
+    return value.strip()
+
+
+def authenticate(store: Store, key: bytes, header: str | None) -> dict:
+    """The user a request's Authorization header stands for, or an :class:`ApiError` 401."""
+    try:
+        claims = jwt.decode(_bearer(header), key, algorithms=[ALGORITHM],
+                            options={"require": ["sub", "exp", "jti"]})
+    except jwt.ExpiredSignatureError:
+        raise errors.token_expired() from None
+    except jwt.InvalidTokenError:
+        raise errors.invalid_token() from None
+    row = store.token(claims["jti"])
+    if row is None or row["revoked_at"] is not None or row["user_id"] != claims["sub"]:
+        raise errors.token_invalidated()
+    user = store.user(claims["sub"])
+    if user is None:
+        raise errors.token_invalidated()
+    return user
+
+
+def expiry(token: str) -> float:
+    """The ``exp`` of a token, read without verifying (as clients do)."""
+    return float(jwt.decode(token, options={"verify_signature": False})["exp"])

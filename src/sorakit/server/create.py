@@ -1,0 +1,135 @@
+"""``POST /backend/nf/create``: validate a request, map it onto a task, admit it past moderation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+from typing import Any
+
+from ..ids import new_id
+from ..moderation import violation_reasons
+from ..protocol import errors
+from ..protocol.models import CreateRequest
+from ..store import IdempotencyConflict
+from .services import Services
+
+FPS = 30
+DEFAULT_FRAMES = 300
+SIZES = {
+    ("small", "portrait"): (352, 640), ("small", "landscape"): (640, 352), ("small", "square"): (480, 480),
+    ("large", "portrait"): (720, 1280), ("large", "landscape"): (1280, 720), ("large", "square"): (960, 960),
+}
+DATED_SY8 = re.compile(r"^sy_8_\d{8}$")
+
+
+def resolve_engine(services: Services, model: str) -> str:
+    """The engine a request's ``model`` id runs on, or a 400 naming what is accepted."""
+    configured = services.settings.models
+    if model in configured:
+        return configured[model]
+    if model in ("sy_8", "sy_ore") or DATED_SY8.match(model):
+        return services.settings.default_engine
+    accepted = ", ".join(["sy_8", "sy_ore", "sy_8_YYYYMMDD", *configured])
+    raise errors.invalid_request(f"Unknown model {model!r}. Accepted: {accepted}.", "model")
+
+
+def _choice(value: str | None, default: str, allowed: tuple[str, ...], param: str) -> str:
+    value = default if value is None else value
+    if value not in allowed:
+        raise errors.invalid_request(f"{param} must be one of {', '.join(allowed)}; got {value!r}.", param)
+    return value
+
+
+def _check_prompt(prompt: str, limit: int) -> str:
+    text = prompt.strip()
+    if not text:
+        raise errors.invalid_request("prompt must not be empty.", "prompt")
+    if len(text) > limit:
+        raise errors.invalid_request(f"prompt is {len(text)} characters; the limit is {limit}.", "prompt")
+    return text
+
+
+def _check_unsupported(req: CreateRequest) -> None:
+    if req.kind not in (None, "video"):
+        raise errors.invalid_request(f"kind must be 'video'; got {req.kind!r}.", "kind")
+    if req.inpaint_items:
+        raise errors.invalid_request("Image and video conditioning (inpaint_items) is not supported "
+                                     "by this server's engines yet.", "inpaint_items")
+    if req.remix_target_id:
+        raise errors.invalid_request("Remixing is not supported by this server yet.", "remix_target_id")
+    if req.nsamples not in (None, 1):
+        raise errors.invalid_request("nsamples must be 1 here; send one request per video.", "nsamples")
+
+
+def build_row(services: Services, req: CreateRequest, raw: dict[str, Any], user_id: str) -> dict:
+    s = services.settings
+    _check_unsupported(req)
+    prompt = _check_prompt(req.prompt, s.max_prompt_chars)
+    orientation = _choice(req.orientation, "portrait", ("portrait", "landscape", "square"), "orientation")
+    size = _choice(req.size, "small", ("small", "large"), "size")
+    n_frames = DEFAULT_FRAMES if req.n_frames is None else req.n_frames
+    if not 1 <= n_frames <= s.max_frames:
+        raise errors.invalid_request(f"n_frames must be from 1 to {s.max_frames}; got {n_frames}.", "n_frames")
+    model = req.model or "sy_8"
+    width, height = SIZES[(size, orientation)]
+    return {
+        "id": new_id("task"), "user_id": user_id, "status": "preprocessing", "prompt": prompt,
+        "title": req.title, "model": model, "engine": resolve_engine(services, model),
+        "orientation": orientation, "size": size, "n_frames": n_frames, "width": width,
+        "height": height, "fps": FPS, "style_id": req.style_id, "inpaint_items": req.inpaint_items or [],
+        # A seed is always recorded, so every video can be made again.
+        "seed": req.seed if req.seed is not None else secrets.randbelow(2**31),
+        "request": raw, "priority": 1, "progress": None, "failure_reason": None,
+        "created_at": services.store.clock(), "attempts": 0, "cancel_requested": False,
+    }
+
+
+def body_hash(raw: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(raw, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def submit(services: Services, user: dict, req: CreateRequest, raw: dict, idem_key: str | None) -> dict:
+    """Create (or replay) a task; returns its row. Raises ApiError for refusals."""
+    store, digest = services.store, body_hash(raw)
+    row = build_row(services, req, raw, user["id"])
+    try:
+        with services.create_lock:
+            if idem_key:
+                replayed = store.replay(user["id"], idem_key, digest)
+                if replayed:
+                    return replayed
+            services.quota.check_create(user, retry_hint=_retry_hint(services))
+            row, _ = store.create_task(row, idem_key, digest)
+    except IdempotencyConflict:
+        raise errors.idempotency_conflict() from None
+    admit(services, row)
+    return store.task(row["id"])
+
+
+def _retry_hint(services: Services) -> int:
+    return max(5, int(services.settings.preview_pace) or 5)
+
+
+def admit(services: Services, row: dict) -> None:
+    """Moderation, then preprocessing -> queued; a refused prompt fails with a violation draft."""
+    term = services.blocklist.first_match(row["prompt"])
+    if term is None:
+        services.store.admit(row["id"])
+        return
+    plain, markdown = violation_reasons(term)
+    services.store.fail_unclaimed(row["id"], plain, generation={
+        "id": new_id("gen"), "task_id": row["id"], "user_id": row["user_id"],
+        "kind": "sora_content_violation", "created_at": services.store.clock(),
+        "reason_str": plain, "error_reason": "content_violation",
+        "meta": {"prompt": row["prompt"], "title": row["title"], "markdown_reason_str": markdown,
+                 "creation_config": creation_config(row)},
+    })
+
+
+def creation_config(row: dict) -> dict[str, Any]:
+    return {"prompt": row["prompt"], "n_frames": row["n_frames"], "orientation": row["orientation"],
+            "size": row["size"], "model": row["model"], "seed": row["seed"], "style_id": row["style_id"],
+            "inpaint_image": None, "storyboard_id": None, "cameo_profiles": None,
+            "remix_target_post": None}

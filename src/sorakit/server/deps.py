@@ -1,0 +1,22 @@
+"""Request dependencies: the server's services, the caller, and a shaper bound to this request."""
+
+from __future__ import annotations
+
+from fastapi import Depends, Header, Request
+
+from . import auth
+from .services import Services
+from .shapes import Shaper
+
+
+def get_services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def current_user(services: Services = Depends(get_services),
+                 authorization: str | None = Header(None, include_in_schema=False)) -> dict:
+    return auth.authenticate(services.store, services.jwt_key, authorization)
+
+
+def get_shaper(request: Request, services: Services = Depends(get_services)) -> Shaper:
+    return Shaper(services, str(request.base_url))

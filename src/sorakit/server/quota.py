@@ -1,0 +1,60 @@
+"""Per-user limits: a cap on unfinished tasks and a rolling 24-hour count, plus the global queue."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..protocol import errors
+from ..store import Store
+
+DAY = 24 * 3600.0
+
+
+@dataclass(frozen=True)
+class Balance:
+    daily_limit: int
+    used: int
+    resets_in: int  # seconds until the oldest task in the window ages out (0 when none)
+
+    @property
+    def remaining(self) -> int:
+        return max(self.daily_limit - self.used, 0)
+
+    def wire(self) -> dict:
+        return {"estimated_num_videos_remaining": self.remaining,
+                "estimated_num_purchased_videos_remaining": 0,
+                "credit_remaining": self.remaining,
+                "rate_limit_reached": self.remaining == 0,
+                "access_resets_in_seconds": self.resets_in}
+
+
+class Quota:
+    def __init__(self, store: Store, default_concurrency: int, default_daily: int, max_queue: int) -> None:
+        self.store = store
+        self.default_concurrency = default_concurrency
+        self.default_daily = default_daily
+        self.max_queue = max_queue
+
+    def concurrency(self, user: dict) -> int:
+        return user["concurrency_limit"] or self.default_concurrency
+
+    def balance(self, user: dict) -> Balance:
+        now = self.store.clock()
+        limit = user["daily_limit"] or self.default_daily
+        times = self.store.created_since(user["id"], now - DAY)
+        # The slot that frees first so that used drops below the limit: the (used-limit+1)-th oldest.
+        index = max(len(times) - limit, 0)
+        resets = math.ceil(times[index] + DAY - now) if times else 0
+        return Balance(daily_limit=limit, used=len(times), resets_in=max(resets, 0))
+
+    def check_create(self, user: dict, retry_hint: int) -> None:
+        """Raise the 429 or 503 a new task would get now."""
+        balance = self.balance(user)
+        if balance.remaining == 0:
+            raise errors.rate_limit_exhausted(balance.daily_limit, max(balance.resets_in, 1))
+        active = self.store.count_active(user["id"])
+        if active >= self.concurrency(user):
+            raise errors.too_many_concurrent(active, retry_hint)
+        if self.store.count_queued() >= self.max_queue:
+            raise errors.heavy_load()

@@ -1,0 +1,38 @@
+"""``/assets/{gen_id}/{file}``: signed, expiring capability links (PROTOCOL section 4).
+
+No credentials: the signature is the permission. Refusals answer like Azure blob storage did,
+403 with an XML ``AuthenticationFailed`` body, because clients written for Sora parse it.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, Response
+
+from .deps import get_services
+from .services import Services
+
+router = APIRouter(tags=["assets"])
+FILES = {"video.mp4": ("video_file", "video/mp4"), "thumbnail.webp": ("thumbnail_file", "image/webp")}
+
+
+def _xml_error(status: int, code: str, message: str) -> Response:
+    body = (f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code>'
+            f"<Message>{message}</Message></Error>")
+    return Response(body, status_code=status, media_type="application/xml")
+
+
+@router.api_route("/assets/{gen_id}/{filename}", methods=["GET", "HEAD"])
+def asset(gen_id: str, filename: str, request: Request, services: Services = Depends(get_services)):
+    """A video or thumbnail. ``Range`` (206/416), ``HEAD``, ``ETag`` and ``Content-Length`` work."""
+    q = request.query_params
+    refused = services.signer.verify(request.url.path, q.get("se"), q.get("sp"), q.get("sig"))
+    if refused:
+        return _xml_error(403, "AuthenticationFailed", "Server failed to authenticate the request. "
+                          f"Make sure the value of Authorization header is formed correctly. {refused}")
+    column, media_type = FILES.get(filename, (None, None))
+    row = services.store.generation(gen_id) if column else None
+    path = services.settings.media_dir / row[column] if row and row[column] else None
+    if path is None or not path.is_file():
+        return _xml_error(404, "BlobNotFound", "The specified blob does not exist.")
+    return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})

@@ -1,0 +1,67 @@
+"""``/backend/project_y/profile/drafts*``: finished generations (PROTOCOL section 4)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+
+from fastapi import APIRouter, Depends, Query
+
+from ..protocol import errors
+from .deps import current_user, get_services, get_shaper
+from .services import Services
+from .shapes import Shaper
+
+router = APIRouter(prefix="/backend/project_y/profile", tags=["drafts"])
+
+
+def encode_cursor(created_at: float, gen_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps([created_at, gen_id]).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        created, gen_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        return float(created), str(gen_id)
+    except (ValueError, TypeError):
+        raise errors.invalid_request("cursor is not one this server handed out.", "cursor") from None
+
+
+@router.get("/drafts/v2")
+@router.get("/drafts")
+def drafts(limit: int = Query(15, ge=1, le=500), cursor: str | None = None,
+           user: dict = Depends(current_user), services: Services = Depends(get_services),
+           shaper: Shaper = Depends(get_shaper)) -> dict:
+    """The caller's drafts, newest first, ``limit`` per page; ``cursor`` continues a listing."""
+    after = decode_cursor(cursor) if cursor else None
+    rows = services.store.drafts(user["id"], limit + 1, after)
+    page, more = rows[:limit], len(rows) > limit
+    next_cursor = encode_cursor(page[-1]["created_at"], page[-1]["id"]) if more else None
+    return {"items": [shaper.draft(r) for r in page], "cursor": next_cursor}
+
+
+def _own(services: Services, user: dict, gen_id: str) -> dict:
+    row = services.store.generation(gen_id, user["id"])
+    if row is None:
+        raise errors.not_found("draft")
+    return row
+
+
+@router.get("/drafts/v2/{gen_id}")
+@router.get("/drafts/{gen_id}")
+def draft(gen_id: str, user: dict = Depends(current_user), services: Services = Depends(get_services),
+          shaper: Shaper = Depends(get_shaper)) -> dict:
+    return {"draft": shaper.draft(_own(services, user, gen_id))}
+
+
+@router.delete("/drafts/v2/{gen_id}")
+@router.delete("/drafts/{gen_id}")
+def delete_draft(gen_id: str, user: dict = Depends(current_user),
+                 services: Services = Depends(get_services)) -> dict:
+    """Delete a draft and its files; its links stop working at once."""
+    row = services.store.delete_generation(gen_id, user["id"])
+    if row is None:
+        raise errors.not_found("draft")
+    shutil.rmtree(services.settings.media_dir / gen_id, ignore_errors=True)
+    return {"id": gen_id, "deleted": True}

@@ -1,0 +1,108 @@
+"""Wire shapes of tasks and drafts (PROTOCOL sections 3 and 4): every documented key, always.
+
+Links are minted fresh on every call, so each listing hands out URLs valid for the full lifetime.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from typing import Any
+
+from .services import Services
+
+DEFAULT_SECONDS_PER_FRAME = 0.02  # until the server has timed a few tasks of its own
+ENCODINGS = ("source", "source_wm", "md", "gif", "thumbnail", "unfurl")
+
+
+class QueueView:
+    """Queue positions and wait estimates, computed once per listing."""
+
+    def __init__(self, services: Services) -> None:
+        store = services.store
+        self.order = {task_id: i + 1 for i, task_id in enumerate(store.queue_order())}
+        samples = store.recent_run_seconds()
+        self.per_frame = statistics.median(samples) if samples else DEFAULT_SECONDS_PER_FRAME
+        self.workers = max(services.settings.workers, 1)
+
+    def position(self, task_id: str) -> int | None:
+        return self.order.get(task_id)
+
+    def wait_seconds(self, position: int, n_frames: int) -> int:
+        return math.ceil(position * n_frames * self.per_frame / self.workers)
+
+
+class Shaper:
+    def __init__(self, services: Services, base_url: str) -> None:
+        self.services = services
+        self.base_url = (services.settings.public_base_url or base_url).rstrip("/")
+
+    def link(self, gen_id: str, filename: str | None) -> str | None:
+        if not filename:
+            return None
+        return self.base_url + self.services.signer.sign(f"/assets/{gen_id}/{filename}")
+
+    # -- drafts ---------------------------------------------------------------------------
+    def draft(self, gen: dict, task: dict | None = None) -> dict[str, Any]:
+        video = self.link(gen["id"], gen["video_file"] and "video.mp4")
+        thumb = self.link(gen["id"], gen["thumbnail_file"] and "thumbnail.webp")
+        meta = gen["meta"] or {}
+        encodings = {name: None for name in ENCODINGS}
+        if video:
+            # No watermark and no re-encode exist here: every video encoding is the source file.
+            encodings.update(source={"path": video}, source_wm={"path": video}, md={"path": video})
+        if thumb:
+            encodings["thumbnail"] = {"path": thumb}
+        return {
+            "id": gen["id"], "generation_id": gen["id"], "task_id": gen["task_id"], "kind": gen["kind"],
+            "url": video, "downloadable_url": video, "video_url": video, "download_url": video,
+            "thumbnail_url": thumb, "encodings": encodings,
+            "width": gen["width"], "height": gen["height"], "n_frames": gen["n_frames"],
+            "prompt": meta.get("prompt"), "title": meta.get("title"), "tags": [],
+            "created_at": gen["created_at"], "storyboard_id": None, "draft_reviewed": False,
+            "generation_type": "video_gen", "creation_config": meta.get("creation_config"),
+            "reason_str": gen["reason_str"], "markdown_reason_str": meta.get("markdown_reason_str"),
+            "error_reason": gen["error_reason"], "engine": meta.get("engine"),
+            "video_bytes": gen["video_bytes"],
+        }
+
+    # -- tasks ----------------------------------------------------------------------------
+    def tasks(self, rows: list[dict]) -> list[dict[str, Any]]:
+        if not rows:
+            return []
+        gens = self.services.store.generations_for(r["id"] for r in rows)
+        queue = QueueView(self.services)
+        return [self.task(r, gens[r["id"]], queue) for r in rows]
+
+    def task(self, row: dict, gens: list[dict], queue: QueueView) -> dict[str, Any]:
+        position = queue.position(row["id"])
+        wait = queue.wait_seconds(position, row["n_frames"]) if position else None
+        return {
+            "id": row["id"], "status": row["status"], "progress_pct": _progress(row),
+            "progress_pos_in_queue": position, "estimated_queue_wait_time": wait,
+            "queue_status_message": _queue_message(row["status"], position, wait),
+            "created_at": row["created_at"], "finished_at": row["finished_at"],
+            "task_type": "video_gen", "type": "video_gen",
+            "prompt": row["prompt"], "title": row["title"], "model": row["model"],
+            "n_frames": row["n_frames"], "width": row["width"], "height": row["height"],
+            "orientation": row["orientation"], "size": row["size"], "seed": row["seed"],
+            "style_id": row["style_id"], "inpaint_items": row["inpaint_items"],
+            "generations": [self.draft(g) for g in gens],
+            "failure_reason": row["failure_reason"], "priority": row["priority"],
+        }
+
+
+def _progress(row: dict) -> float | None:
+    if row["status"] in ("preprocessing", "queued"):
+        return None
+    if row["status"] in ("processing", "succeeded"):
+        return 1.0
+    return row["progress"]
+
+
+def _queue_message(status: str, position: int | None, wait: int | None) -> str | None:
+    if status == "preprocessing":
+        return "Preparing your request"
+    if status == "queued" and position:
+        return f"Position {position} in the queue, about {wait} s to start"
+    return None

@@ -1,0 +1,99 @@
+"""Table definitions of the current schema (SQLAlchemy Core, portable to PostgreSQL).
+
+Times are epoch seconds (floats). JSON columns hold the request's own keys, unknown ones included.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (JSON, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData,
+                        String, Table, Text)
+
+metadata = MetaData()
+
+users = Table(
+    "users", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("concurrency_limit", Integer),
+    Column("daily_limit", Integer),
+)
+
+tokens = Table(
+    "tokens", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("user_id", String(40), ForeignKey("users.id"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("revoked_at", Float),
+)
+
+tasks = Table(
+    "tasks", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("user_id", String(40), ForeignKey("users.id"), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("prompt", Text, nullable=False),
+    Column("title", Text),
+    Column("model", String(100), nullable=False),
+    Column("engine", String(100), nullable=False),
+    Column("orientation", String(20), nullable=False),
+    Column("size", String(20), nullable=False),
+    Column("n_frames", Integer, nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("fps", Integer, nullable=False),
+    Column("seed", Integer),
+    Column("style_id", String(100)),
+    Column("inpaint_items", JSON, nullable=False),
+    Column("request", JSON, nullable=False),
+    Column("priority", Integer, nullable=False, default=1),
+    Column("progress", Float),
+    Column("failure_reason", Text),
+    Column("created_at", Float, nullable=False),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("lease_owner", String(200)),
+    Column("lease_expires", Float),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Index("ix_tasks_claim", "status", "priority", "created_at"),
+    Index("ix_tasks_user_created", "user_id", "created_at"),
+    Index("ix_tasks_user_status", "user_id", "status"),
+    Index("ix_tasks_user_finished", "user_id", "finished_at"),
+)
+
+generations = Table(
+    "generations", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("task_id", String(40), ForeignKey("tasks.id"), nullable=False),
+    Column("user_id", String(40), ForeignKey("users.id"), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("width", Integer),
+    Column("height", Integer),
+    Column("n_frames", Integer),
+    Column("video_file", String(300)),
+    Column("thumbnail_file", String(300)),
+    Column("video_bytes", Integer),
+    Column("reason_str", Text),
+    Column("error_reason", Text),
+    Column("meta", JSON, nullable=False),
+    Index("ix_generations_user_created", "user_id", "created_at", "id"),
+    Index("ix_generations_task", "task_id"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys", metadata,
+    Column("user_id", String(40), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("body_hash", String(64), nullable=False),
+    Column("task_id", String(40), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+schema_migrations = Table(
+    "schema_migrations", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("applied_at", Float, nullable=False),
+)

@@ -1,0 +1,311 @@
+"""The task store: users, tokens, tasks, generations and idempotency keys.
+
+Tasks move forward through a status column; a worker owns a task only while its lease
+(``lease_owner`` + ``lease_expires``) is current, and every write a worker makes is conditional on
+still holding it. So a crashed worker's task is taken again once its lease runs out, and a worker
+that lost its lease can never record a result twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, and_, delete, false, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from ..ids import new_id
+from .schema import generations, idempotency_keys, tasks, tokens, users
+
+ACTIVE = ("preprocessing", "queued", "running", "processing")
+TERMINAL = ("succeeded", "failed", "cancelled")
+IDEMPOTENCY_WINDOW = 24 * 3600.0
+
+
+class IdempotencyConflict(Exception):
+    """The key was used before, within its window, with a different body."""
+
+
+class NameTaken(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Claim:
+    task: dict[str, Any]
+    owner: str
+
+
+def _row(row) -> dict[str, Any] | None:
+    return dict(row._mapping) if row is not None else None
+
+
+class Store:
+    def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.clock = clock
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _read(self):
+        return self.engine.connect().execution_options(readonly=True)
+
+    def _one(self, stmt) -> dict[str, Any] | None:
+        with self._read() as conn:
+            return _row(conn.execute(stmt).first())
+
+    def _all(self, stmt) -> list[dict[str, Any]]:
+        with self._read() as conn:
+            return [dict(r._mapping) for r in conn.execute(stmt)]
+
+    def _write(self, stmt) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(stmt).rowcount
+
+    # -- users and tokens -----------------------------------------------------------------
+    def create_user(self, name: str, concurrency: int | None = None, daily: int | None = None) -> dict:
+        row = {"id": new_id("user"), "name": name, "created_at": self.clock(),
+               "concurrency_limit": concurrency, "daily_limit": daily}
+        try:
+            self._write(insert(users).values(**row))
+        except IntegrityError:
+            raise NameTaken(name) from None
+        return row
+
+    def user(self, user_id: str) -> dict | None:
+        return self._one(select(users).where(users.c.id == user_id))
+
+    def user_by_name(self, name: str) -> dict | None:
+        return self._one(select(users).where(users.c.name == name))
+
+    def list_users(self) -> list[dict]:
+        return self._all(select(users).order_by(users.c.created_at))
+
+    def count_users(self) -> int:
+        with self._read() as conn:
+            return conn.execute(select(func.count()).select_from(users)).scalar_one()
+
+    def create_token(self, user_id: str, ttl_seconds: float) -> dict:
+        now = self.clock()
+        row = {"id": new_id("tok"), "user_id": user_id, "created_at": now,
+               "expires_at": now + ttl_seconds, "revoked_at": None}
+        self._write(insert(tokens).values(**row))
+        return row
+
+    def token(self, token_id: str) -> dict | None:
+        return self._one(select(tokens).where(tokens.c.id == token_id))
+
+    def revoke_token(self, token_id: str) -> bool:
+        stmt = (update(tokens).where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
+                .values(revoked_at=self.clock()))
+        return self._write(stmt) == 1
+
+    # -- creating tasks -------------------------------------------------------------------
+    def create_task(self, row: dict, idem_key: str | None = None, body_hash: str = "") -> tuple[dict, bool]:
+        """Insert a task; with an idempotency key, return ``(original, True)`` on a replay."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            if idem_key:
+                original = self._replay(conn, row["user_id"], idem_key, body_hash, now)
+                if original:
+                    return original, True
+                conn.execute(insert(idempotency_keys).values(
+                    user_id=row["user_id"], key=idem_key, body_hash=body_hash,
+                    task_id=row["id"], created_at=now))
+            conn.execute(insert(tasks).values(**row))
+        return row, False
+
+    def replay(self, user_id: str, key: str, body_hash: str) -> dict | None:
+        """The task an idempotency key already made; raises IdempotencyConflict on another body."""
+        with self.engine.begin() as conn:
+            return self._replay(conn, user_id, key, body_hash, self.clock())
+
+    def _replay(self, conn, user_id: str, key: str, body_hash: str, now: float) -> dict | None:
+        where = and_(idempotency_keys.c.user_id == user_id, idempotency_keys.c.key == key)
+        found = _row(conn.execute(select(idempotency_keys).where(where)).first())
+        if found is None:
+            return None
+        if found["created_at"] < now - IDEMPOTENCY_WINDOW:
+            conn.execute(delete(idempotency_keys).where(where))
+            return None
+        if found["body_hash"] != body_hash:
+            raise IdempotencyConflict(key)
+        return _row(conn.execute(select(tasks).where(tasks.c.id == found["task_id"])).first())
+
+    def admit(self, task_id: str) -> bool:
+        """preprocessing -> queued, once the request passed moderation."""
+        stmt = (update(tasks).where(tasks.c.id == task_id, tasks.c.status == "preprocessing")
+                .values(status="queued"))
+        return self._write(stmt) == 1
+
+    def preprocessing_ids(self) -> list[str]:
+        return [r["id"] for r in self._all(select(tasks.c.id).where(tasks.c.status == "preprocessing"))]
+
+    # -- reading tasks --------------------------------------------------------------------
+    def task(self, task_id: str, user_id: str | None = None) -> dict | None:
+        stmt = select(tasks).where(tasks.c.id == task_id)
+        if user_id is not None:
+            stmt = stmt.where(tasks.c.user_id == user_id)
+        return self._one(stmt)
+
+    def pending(self, user_id: str, finished_window: float) -> list[dict]:
+        """Unfinished tasks, plus those finished within the window; newest first."""
+        cutoff = self.clock() - finished_window
+        recent = tasks.c.finished_at >= cutoff if finished_window > 0 else false()
+        stmt = (select(tasks).where(tasks.c.user_id == user_id,
+                                    or_(tasks.c.status.in_(ACTIVE), recent))
+                .order_by(tasks.c.created_at.desc()))
+        return self._all(stmt)
+
+    def count_active(self, user_id: str) -> int:
+        stmt = select(func.count()).select_from(tasks).where(
+            tasks.c.user_id == user_id, tasks.c.status.in_(ACTIVE))
+        with self._read() as conn:
+            return conn.execute(stmt).scalar_one()
+
+    def created_since(self, user_id: str, since: float) -> list[float]:
+        """Creation times of the user's tasks since ``since``, oldest first (daily quota)."""
+        stmt = (select(tasks.c.created_at).where(tasks.c.user_id == user_id, tasks.c.created_at >= since)
+                .order_by(tasks.c.created_at))
+        with self._read() as conn:
+            return list(conn.execute(stmt).scalars())
+
+    def count_queued(self) -> int:
+        stmt = select(func.count()).select_from(tasks).where(tasks.c.status.in_(("preprocessing", "queued")))
+        with self._read() as conn:
+            return conn.execute(stmt).scalar_one()
+
+    def queue_order(self) -> list[str]:
+        """Ids of queued tasks in the order workers will take them."""
+        stmt = (select(tasks.c.id).where(tasks.c.status == "queued")
+                .order_by(tasks.c.priority, tasks.c.created_at, tasks.c.id))
+        with self._read() as conn:
+            return list(conn.execute(stmt).scalars())
+
+    def recent_run_seconds(self, limit: int = 20) -> list[float]:
+        stmt = (select(tasks.c.started_at, tasks.c.finished_at, tasks.c.n_frames)
+                .where(tasks.c.status == "succeeded").order_by(tasks.c.finished_at.desc()).limit(limit))
+        rows = self._all(stmt)
+        return [(r["finished_at"] - r["started_at"]) / max(r["n_frames"], 1) for r in rows if r["started_at"]]
+
+    # -- cancelling ------------------------------------------------------------------------
+    def request_cancel(self, task_id: str, user_id: str) -> dict | None:
+        """Cancel a queued task at once; flag a running one for its worker. Returns the task."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            mine = and_(tasks.c.id == task_id, tasks.c.user_id == user_id)
+            conn.execute(update(tasks).where(mine, tasks.c.status.in_(("preprocessing", "queued")))
+                         .values(status="cancelled", failure_reason="task_cancelled", finished_at=now,
+                                 progress=None))
+            conn.execute(update(tasks).where(mine, tasks.c.status.in_(("running", "processing")))
+                         .values(cancel_requested=True))
+            return _row(conn.execute(select(tasks).where(mine)).first())
+
+    # -- workers: claim, renew, progress, finish ------------------------------------------
+    def claim(self, owner: str, lease_seconds: float, max_attempts: int) -> Claim | None:
+        """Take the next queued task, or one whose lease ran out (a crashed worker's)."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            self._fail_exhausted(conn, now, max_attempts)
+            stmt = (select(tasks).where(or_(
+                        tasks.c.status == "queued",
+                        and_(tasks.c.status.in_(("running", "processing")), tasks.c.lease_expires < now)))
+                    .order_by(tasks.c.priority, tasks.c.created_at, tasks.c.id).limit(1))
+            row = _row(conn.execute(stmt).first())
+            if row is None:
+                return None
+            values = {"status": "running", "lease_owner": owner, "lease_expires": now + lease_seconds,
+                      "attempts": row["attempts"] + 1, "progress": 0.0,
+                      "started_at": row["started_at"] or now}
+            conn.execute(update(tasks).where(tasks.c.id == row["id"]).values(**values))
+            row.update(values)
+            return Claim(task=row, owner=owner)
+
+    def _fail_exhausted(self, conn, now: float, max_attempts: int) -> None:
+        stale = and_(tasks.c.status.in_(("running", "processing")), tasks.c.lease_expires < now,
+                     tasks.c.attempts >= max_attempts)
+        reason = f"The task was interrupted {max_attempts} times and was given up."
+        conn.execute(update(tasks).where(stale).values(
+            status="failed", failure_reason=reason, finished_at=now, lease_owner=None))
+
+    def _held(self, claim: Claim):
+        return and_(tasks.c.id == claim.task["id"], tasks.c.lease_owner == claim.owner,
+                    tasks.c.status.in_(("running", "processing")))
+
+    def renew(self, claim: Claim, lease_seconds: float) -> tuple[bool, bool]:
+        """Extend the lease; returns ``(still_held, cancel_requested)``."""
+        with self.engine.begin() as conn:
+            held = conn.execute(update(tasks).where(self._held(claim))
+                                .values(lease_expires=self.clock() + lease_seconds)).rowcount == 1
+            flag = conn.execute(select(tasks.c.cancel_requested).where(tasks.c.id == claim.task["id"])).scalar()
+        return held, bool(flag)
+
+    def set_progress(self, claim: Claim, progress: float, status: str = "running") -> bool:
+        stmt = update(tasks).where(self._held(claim)).values(progress=progress, status=status)
+        return self._write(stmt) == 1
+
+    def finish(self, claim: Claim, status: str, failure_reason: str | None = None,
+               generation: dict | None = None) -> bool:
+        """Record the outcome (and its draft) atomically, only if the lease is still ours."""
+        now = self.clock()
+        with self.engine.begin() as conn:
+            done = conn.execute(update(tasks).where(self._held(claim)).values(
+                status=status, failure_reason=failure_reason, finished_at=now, lease_owner=None,
+                lease_expires=None, progress=1.0 if status == "succeeded" else None)).rowcount == 1
+            if done and generation is not None:
+                conn.execute(insert(generations).values(**generation))
+        return done
+
+    def release(self, claim: Claim) -> bool:
+        """Hand a task back to the queue (graceful shutdown): this attempt does not count."""
+        stmt = update(tasks).where(self._held(claim)).values(
+            status="queued", lease_owner=None, lease_expires=None, progress=None,
+            attempts=tasks.c.attempts - 1)
+        return self._write(stmt) == 1
+
+    def fail_unclaimed(self, task_id: str, failure_reason: str, generation: dict | None = None) -> None:
+        """Fail a task no worker holds (moderation at admission)."""
+        with self.engine.begin() as conn:
+            conn.execute(update(tasks).where(tasks.c.id == task_id).values(
+                status="failed", failure_reason=failure_reason, finished_at=self.clock()))
+            if generation is not None:
+                conn.execute(insert(generations).values(**generation))
+
+    # -- generations (drafts) -------------------------------------------------------------
+    def generations_for(self, task_ids: Iterable[str]) -> dict[str, list[dict]]:
+        ids = list(task_ids)
+        found: dict[str, list[dict]] = {i: [] for i in ids}
+        if ids:
+            for row in self._all(select(generations).where(generations.c.task_id.in_(ids))
+                                 .order_by(generations.c.created_at)):
+                found[row["task_id"]].append(row)
+        return found
+
+    def generation(self, gen_id: str, user_id: str | None = None) -> dict | None:
+        stmt = select(generations).where(generations.c.id == gen_id)
+        if user_id is not None:
+            stmt = stmt.where(generations.c.user_id == user_id)
+        return self._one(stmt)
+
+    def drafts(self, user_id: str, limit: int, after: tuple[float, str] | None = None) -> list[dict]:
+        """Newest first; ``after`` is the (created_at, id) of the last item of the previous page."""
+        stmt = select(generations).where(generations.c.user_id == user_id)
+        if after is not None:
+            created, gen_id = after
+            stmt = stmt.where(or_(generations.c.created_at < created,
+                                  and_(generations.c.created_at == created, generations.c.id < gen_id)))
+        stmt = stmt.order_by(generations.c.created_at.desc(), generations.c.id.desc()).limit(limit)
+        return self._all(stmt)
+
+    def delete_generation(self, gen_id: str, user_id: str) -> dict | None:
+        with self.engine.begin() as conn:
+            mine = and_(generations.c.id == gen_id, generations.c.user_id == user_id)
+            row = _row(conn.execute(select(generations).where(mine)).first())
+            if row is not None:
+                conn.execute(delete(generations).where(mine))
+            return row
+
+    def known_generation_ids(self) -> set[str]:
+        with self._read() as conn:
+            return set(conn.execute(select(generations.c.id)).scalars())
