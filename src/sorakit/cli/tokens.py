@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import jwt
 import typer
 
 from ..server import auth
@@ -30,11 +31,22 @@ def create(name: str,
     typer.echo(token)
 
 
+def _token_id(text: str) -> str:
+    """A token id as given, or the ``jti`` of a whole token pasted instead."""
+    if text.startswith("tok_"):
+        return text
+    try:
+        return str(jwt.decode(text, options={"verify_signature": False})["jti"])
+    except (jwt.InvalidTokenError, KeyError):
+        return text
+
+
 @app.command("revoke")
-def revoke(token_id: Annotated[str, typer.Argument(help="The token's id (tok_...), its jti.")],
+def revoke(token_id: Annotated[str, typer.Argument(help="The token's id (tok_...) or the token itself.")],
            data_dir: DataDir = None) -> None:
     """Revoke a token at once; requests with it get 401 token_invalidated."""
     s = settings(data_dir=data_dir)
+    token_id = _token_id(token_id)
     if not open_store(s.db_path).revoke_token(token_id):
         fail(f"no active token {token_id!r}")
     typer.echo(f"revoked {token_id}")

@@ -38,13 +38,10 @@ def authenticate(store: Store, key: bytes, header: str | None) -> dict:
         raise errors.token_expired() from None
     except jwt.InvalidTokenError:
         raise errors.invalid_token() from None
-    row = store.token(claims["jti"])
-    if row is None or row["revoked_at"] is not None or row["user_id"] != claims["sub"]:
+    found = store.token_user(claims["jti"])
+    if found is None or found[0]["revoked_at"] is not None or found[0]["user_id"] != claims["sub"]:
         raise errors.token_invalidated()
-    user = store.user(claims["sub"])
-    if user is None:
-        raise errors.token_invalidated()
-    return user
+    return found[1]
 
 
 def expiry(token: str) -> float:

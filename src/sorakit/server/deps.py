@@ -9,7 +9,8 @@ from .services import Services
 from .shapes import Shaper
 
 
-def get_services(request: Request) -> Services:
+# No I/O in these two: async, so FastAPI does not hop to the thread pool for them.
+async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
@@ -18,5 +19,5 @@ def current_user(services: Services = Depends(get_services),
     return auth.authenticate(services.store, services.jwt_key, authorization)
 
 
-def get_shaper(request: Request, services: Services = Depends(get_services)) -> Shaper:
+async def get_shaper(request: Request, services: Services = Depends(get_services)) -> Shaper:
     return Shaper(services, str(request.base_url))

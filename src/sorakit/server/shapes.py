@@ -16,14 +16,18 @@ ENCODINGS = ("source", "source_wm", "md", "gif", "thumbnail", "unfurl")
 
 
 class QueueView:
-    """Queue positions and wait estimates, computed once per listing."""
+    """Queue positions and wait estimates, computed once per listing, and only when a listed
+    task is queued (most polls list none: then no queue query runs at all)."""
 
-    def __init__(self, services: Services) -> None:
-        store = services.store
-        self.order = {task_id: i + 1 for i, task_id in enumerate(store.queue_order())}
-        samples = store.recent_run_seconds()
-        self.per_frame = statistics.median(samples) if samples else DEFAULT_SECONDS_PER_FRAME
+    def __init__(self, services: Services, rows: list[dict]) -> None:
+        self.order: dict[str, int] = {}
+        self.per_frame = DEFAULT_SECONDS_PER_FRAME
         self.workers = max(services.settings.workers, 1)
+        if any(r["status"] == "queued" for r in rows):
+            store = services.store
+            self.order = {task_id: i + 1 for i, task_id in enumerate(store.queue_order())}
+            samples = store.recent_run_seconds()
+            self.per_frame = statistics.median(samples) if samples else DEFAULT_SECONDS_PER_FRAME
 
     def position(self, task_id: str) -> int | None:
         return self.order.get(task_id)
@@ -71,7 +75,7 @@ class Shaper:
         if not rows:
             return []
         gens = self.services.store.generations_for(r["id"] for r in rows)
-        queue = QueueView(self.services)
+        queue = QueueView(self.services, rows)
         return [self.task(r, gens[r["id"]], queue) for r in rows]
 
     def task(self, row: dict, gens: list[dict], queue: QueueView) -> dict[str, Any]:

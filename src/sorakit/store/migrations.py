@@ -2,8 +2,9 @@
 
 A step is recorded in ``schema_migrations`` in the same transaction that applies it, so a crash
 mid-migration leaves the database at the previous step. Add new steps at the end; never edit an
-applied one. (Step 0001 creates the tables of ``schema.py``: when a later step changes a table,
-first freeze 0001's table definitions here, so an empty database still replays history.)
+applied one. Step 0001 creates the tables as ``schema.py`` has them now, so later steps that only
+add things must check first (``checkfirst=True``); a step that changes or drops a column must
+first freeze 0001's table definitions here, so an empty database still replays history.
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ def _initial(conn: Connection) -> None:
     schema.metadata.create_all(conn, tables=tables)
 
 
+def _status_finished_index(conn: Connection) -> None:
+    # Recent run times (queue estimates) sorted every succeeded task of every user without it.
+    index = next(i for i in schema.tasks.indexes if i.name == "ix_tasks_status_finished")
+    index.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_initial", _initial),
+    ("0002_tasks_status_finished_index", _status_finished_index),
 ]
 
 

@@ -61,6 +61,7 @@ tasks = Table(
     Index("ix_tasks_user_created", "user_id", "created_at"),
     Index("ix_tasks_user_status", "user_id", "status"),
     Index("ix_tasks_user_finished", "user_id", "finished_at"),
+    Index("ix_tasks_status_finished", "status", "finished_at"),
 )
 
 generations = Table(

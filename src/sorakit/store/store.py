@@ -96,6 +96,16 @@ class Store:
     def token(self, token_id: str) -> dict | None:
         return self._one(select(tokens).where(tokens.c.id == token_id))
 
+    def token_user(self, token_id: str) -> tuple[dict, dict] | None:
+        """A token's row and its user's, in one query (every request asks)."""
+        stmt = (select(tokens, *[c.label(f"u__{c.name}") for c in users.c])
+                .join(users, users.c.id == tokens.c.user_id).where(tokens.c.id == token_id))
+        row = self._one(stmt)
+        if row is None:
+            return None
+        user = {k[3:]: row.pop(k) for k in list(row) if k.startswith("u__")}
+        return row, user
+
     def revoke_token(self, token_id: str) -> bool:
         stmt = (update(tokens).where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
                 .values(revoked_at=self.clock()))
@@ -153,8 +163,9 @@ class Store:
         """Unfinished tasks, plus those finished within the window; newest first."""
         cutoff = self.clock() - finished_window
         recent = tasks.c.finished_at >= cutoff if finished_window > 0 else false()
-        stmt = (select(tasks).where(tasks.c.user_id == user_id,
-                                    or_(tasks.c.status.in_(ACTIVE), recent))
+        listed = [c for c in tasks.c if c.name != "request"]  # the stored body is never shown
+        stmt = (select(*listed).where(tasks.c.user_id == user_id,
+                                      or_(tasks.c.status.in_(ACTIVE), recent))
                 .order_by(tasks.c.created_at.desc()))
         return self._all(stmt)
 

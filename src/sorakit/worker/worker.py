@@ -153,7 +153,8 @@ class Run:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         video, thumb = self.tmp_dir / "video.mp4", self.tmp_dir / "thumbnail.webp"
         result = encode_mp4(engine.frames(self._job(), ctx), video, width=self.task["width"],
-                            height=self.task["height"], fps=self.task["fps"], on_frame=ctx.on_frame)
+                            height=self.task["height"], fps=self.task["fps"], on_frame=ctx.on_frame,
+                            expected_frames=self.task["n_frames"])
         ctx.check_cancel()
         self.store.set_progress(self.claim, 1.0, status="processing")
         write_webp_thumbnail(result.thumbnail_frame, thumb)

@@ -1,0 +1,108 @@
+"""Shared fixtures: every test gets its own data dir; ``make_api`` runs the real app in-process."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from sorakit.config import load_settings
+from sorakit.server import auth
+from sorakit.server.app import create_app
+from sorakit.server.services import build_services
+
+DOCUMENTED_TASK_KEYS = {
+    "id", "status", "progress_pct", "progress_pos_in_queue", "estimated_queue_wait_time",
+    "queue_status_message", "created_at", "task_type", "type", "prompt", "title", "model", "n_frames",
+    "width", "height", "inpaint_items", "generations", "failure_reason", "priority",
+}
+DOCUMENTED_DRAFT_KEYS = {
+    "id", "generation_id", "task_id", "kind", "url", "downloadable_url", "encodings", "width", "height",
+    "prompt", "title", "tags", "created_at", "storyboard_id", "draft_reviewed", "generation_type",
+    "creation_config", "video_url", "download_url",
+}
+ENCODING_KEYS = {"source", "source_wm", "md", "gif", "thumbnail", "unfurl"}
+ERROR_KEYS = {"message", "type", "param", "code"}
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path, monkeypatch):
+    """No test sees the developer's settings or data: a private default data dir for each."""
+    for key in list(os.environ):
+        if key.startswith("SORAKIT_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("SORAKIT_DATA_DIR", str(tmp_path / "default-data"))
+
+
+class Api:
+    """The real app over TestClient (lifespan included, so workers run), with two users."""
+
+    def __init__(self, data_dir: Path, workers: int, engines=None, **settings) -> None:
+        self.settings = load_settings({"data_dir": data_dir, "workers": workers, **settings})
+        self.services = build_services(self.settings, engines)
+        self.app = create_app(self.settings, services=self.services)
+        self.client = TestClient(self.app, raise_server_exceptions=False)
+        self.client.__enter__()
+        self.alice = self.headers_for("alice")
+        self.bob = self.headers_for("bob")
+
+    def headers_for(self, name: str, **limits) -> dict[str, str]:
+        store = self.services.store
+        user = store.user_by_name(name) or store.create_user(name, **limits)
+        token, _ = auth.issue(store, self.services.jwt_key, user["id"], 3600)
+        return {"Authorization": f"Bearer {token}"}
+
+    def create(self, headers=None, **body):
+        body.setdefault("prompt", "a red kite over a grey sea")
+        return self.client.post("/backend/nf/create", json=body, headers=headers or self.alice)
+
+    def task(self, task_id: str, headers=None) -> dict:
+        r = self.client.get(f"/backend/nf/tasks/{task_id}/v2", headers=headers or self.alice)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def wait(self, task_id: str, statuses=("succeeded", "failed", "cancelled"), headers=None,
+             timeout: float = 30.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            task = self.task(task_id, headers)
+            if task["status"] in statuses:
+                return task
+            if time.monotonic() > deadline:
+                raise AssertionError(f"task stuck in {task['status']}: {task}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.client.__exit__(None, None, None)
+
+
+@pytest.fixture
+def make_api(tmp_path):
+    made: list[Api] = []
+
+    def factory(workers: int = 1, engines=None, **settings) -> Api:
+        api = Api(tmp_path / f"data{len(made)}", workers, engines, **settings)
+        made.append(api)
+        return api
+
+    yield factory
+    for api in made:
+        api.close()
+
+
+@pytest.fixture
+def api(make_api) -> Api:
+    return make_api()
+
+
+def assert_error(response, status: int, code: str, param: str | None = "__any__") -> dict:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body["error"]) >= ERROR_KEYS, body
+    assert body["error"]["code"] == code, body
+    if param != "__any__":
+        assert body["error"]["param"] == param, body
+    return body["error"]

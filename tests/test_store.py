@@ -1,0 +1,135 @@
+"""The store on real SQLite files: migrations from empty, leases, attempts, exactly-once finish."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from sqlalchemy import inspect
+
+from sorakit.store import open_store
+from sorakit.store.db import sqlite_engine
+from sorakit.store.migrations import MIGRATIONS, applied, migrate
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = open_store(tmp_path / "s.db")
+    s.clock = Clock()
+    return s
+
+
+def _task(store, user_id, **over):
+    from sorakit.ids import new_id
+    row = {"id": new_id("task"), "user_id": user_id, "status": "queued", "prompt": "p", "title": None,
+           "model": "sy_8", "engine": "preview", "orientation": "portrait", "size": "small", "n_frames": 3,
+           "width": 352, "height": 640, "fps": 30, "seed": 1, "style_id": None, "inpaint_items": [],
+           "request": {"prompt": "p"}, "priority": 1, "created_at": store.clock(), "attempts": 0,
+           "cancel_requested": False}
+    row.update(over)
+    return store.create_task(row)[0]
+
+
+def test_migrations_from_an_empty_database(tmp_path):
+    path = tmp_path / "empty.db"
+    engine = sqlite_engine(path)
+    assert migrate(engine) == [name for name, _ in MIGRATIONS]
+    assert migrate(engine) == []  # a second start applies nothing
+    tables = set(inspect(engine).get_table_names())
+    assert {"users", "tokens", "tasks", "generations", "idempotency_keys", "schema_migrations"} <= tables
+    with engine.connect() as conn:
+        assert applied(conn) == [name for name, _ in MIGRATIONS]
+    mode = sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_migrating_a_database_made_by_the_first_step(tmp_path):
+    engine = sqlite_engine(tmp_path / "old.db")
+    migrate(engine)
+    with engine.begin() as conn:  # back to how 0001 alone left databases before 0002 existed
+        conn.exec_driver_sql("DROP INDEX ix_tasks_status_finished")
+        conn.exec_driver_sql("DELETE FROM schema_migrations WHERE name != '0001_initial'")
+    assert migrate(engine) == [name for name, _ in MIGRATIONS[1:]]
+    assert "ix_tasks_status_finished" in {i["name"] for i in inspect(engine).get_indexes("tasks")}
+
+
+def test_claim_takes_oldest_and_leases_it(store):
+    user = store.create_user("u")
+    first, second = _task(store, user["id"]), _task(store, user["id"])
+    claim = store.claim("w1", lease_seconds=30, max_attempts=3)
+    assert claim.task["id"] == first["id"] and claim.task["attempts"] == 1
+    row = store.task(first["id"])
+    assert row["status"] == "running" and row["lease_owner"] == "w1" and row["lease_expires"] == store.clock() + 30
+    assert store.claim("w2", 30, 3).task["id"] == second["id"]
+    assert store.claim("w3", 30, 3) is None
+
+
+def test_expired_lease_is_taken_again_and_old_owner_cannot_finish(store):
+    user = store.create_user("u")
+    task = _task(store, user["id"])
+    dead = store.claim("w1", 30, 3)
+    store.clock.now += 31
+    alive = store.claim("w2", 30, 3)
+    assert alive.task["id"] == task["id"] and alive.task["attempts"] == 2
+    assert store.renew(dead, 30) == (False, False)
+    assert not store.finish(dead, "succeeded")
+    assert store.finish(alive, "succeeded")
+    assert store.task(task["id"])["status"] == "succeeded"
+    assert not store.finish(alive, "succeeded")  # only once
+
+
+def test_renewal_keeps_the_lease(store):
+    user = store.create_user("u")
+    _task(store, user["id"])
+    claim = store.claim("w1", 30, 3)
+    for _ in range(5):
+        store.clock.now += 20
+        assert store.renew(claim, 30) == (True, False)
+    assert store.claim("w2", 30, 3) is None
+
+
+def test_attempts_are_bounded(store):
+    user = store.create_user("u")
+    task = _task(store, user["id"])
+    for _ in range(3):
+        assert store.claim("w", 10, 3) is not None
+        store.clock.now += 11
+    assert store.claim("w", 10, 3) is None
+    row = store.task(task["id"])
+    assert row["status"] == "failed" and "interrupted 3 times" in row["failure_reason"]
+
+
+def test_release_hands_back_without_counting(store):
+    user = store.create_user("u")
+    task = _task(store, user["id"])
+    claim = store.claim("w", 30, 3)
+    assert store.release(claim)
+    row = store.task(task["id"])
+    assert row["status"] == "queued" and row["attempts"] == 0 and row["lease_owner"] is None
+
+
+def test_cancel_flag_reaches_the_lease_holder(store):
+    user = store.create_user("u")
+    task = _task(store, user["id"])
+    claim = store.claim("w", 30, 3)
+    assert store.request_cancel(task["id"], user["id"])["status"] == "running"
+    assert store.renew(claim, 30) == (True, True)
+
+
+def test_pending_window(store):
+    user = store.create_user("u")
+    done = _task(store, user["id"])
+    store.finish(store.claim("w", 30, 3), "succeeded")
+    active = _task(store, user["id"])
+    assert {t["id"] for t in store.pending(user["id"], 300)} == {done["id"], active["id"]}
+    store.clock.now += 301
+    assert [t["id"] for t in store.pending(user["id"], 300)] == [active["id"]]
+    assert [t["id"] for t in store.pending(user["id"], 0)] == [active["id"]]
