@@ -1,0 +1,317 @@
+"""The client's logic, written once as generators of steps (see ``steps.py``).
+
+Works against any server of PROTOCOL.md, not only sorakit: finished tasks may stay in
+``pending/v2`` (the seed, sorakit's default) or vanish from it (the live service); either way a
+task is resolved through ``tasks/{id}/v2`` and, failing that, the drafts list.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jwt
+
+from . import errors
+from .steps import Reply, RetryPolicy, Send, Sleep
+
+Flow = Generator[Any, Any, Any]
+SUCCEEDED = ("succeeded", "complete", "completed")
+TERMINAL = (*SUCCEEDED, "failed", "cancelled", "canceled")
+CREATE_FIELDS = (
+    "kind", "prompt", "title", "orientation", "size", "audio_caption", "audio_transcript", "cameo_ids",
+    "cameo_replacements", "inpaint_items", "metadata", "model", "n_frames", "project_id",
+    "remix_target_id", "storyboard_id", "style_id", "video_caption",
+)
+DRAFT_PAGE = 15  # what the web page asked for; other servers may cap lower than sorakit's 500
+DRAFT_PAGES = 20
+ABSENT_GRACE = 2  # polls a brand-new task may be missing from pending before we go looking
+MISSING_AFTER = 120.0  # seconds a task may be nowhere before it counts as lost
+
+
+@dataclass
+class Credentials:
+    token: str | None = None
+    cookie: str | None = None
+    device_id: str | None = None
+    sentinel_token: str | None = None
+    user_agent: str | None = None
+
+    def headers(self, write: bool = False) -> dict[str, str]:
+        found = {"Authorization": f"Bearer {self.token}" if self.token else None,
+                 "Cookie": self.cookie, "oai-device-id": self.device_id, "User-Agent": self.user_agent,
+                 "openai-sentinel-token": self.sentinel_token if write else None}
+        return {k: v for k, v in found.items() if v}
+
+    def token_exp(self) -> float | None:
+        try:
+            return float(jwt.decode(self.token or "", options={"verify_signature": False})["exp"])
+        except (jwt.InvalidTokenError, KeyError, TypeError, ValueError):
+            return None
+
+
+@dataclass
+class Watch:
+    """A task being waited on, and what the poller knows of it."""
+
+    task_id: str
+    started: float = field(default_factory=time.time)
+    seen: bool = False
+    absent: int = 0
+    task: dict | None = None
+    done: bool = False
+    error: errors.SoraError | None = None
+
+    @property
+    def status(self) -> str | None:
+        return self.task.get("status") if self.task else None
+
+
+def is_transient(exc: errors.SoraError) -> bool:
+    return isinstance(exc, (errors.TransportError, errors.RateLimitError, errors.ServerError))
+
+
+class Core:
+    def __init__(self, base_url: str, credentials: Credentials, retry: RetryPolicy,
+                 poll_interval: tuple[float, float] = (2.0, 3.0), poll_max: float = 10.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.credentials = credentials
+        self.retry = retry
+        self.poll_interval = poll_interval
+        self.poll_max = poll_max
+
+    # -- requests -------------------------------------------------------------------------
+    def send_once(self, method: str, path: str, *, params=None, json=None, headers=None) -> Flow:
+        """One request; an error answer becomes its exception. Returns the parsed body."""
+        creds = self.credentials.headers(write=method != "GET")
+        reply: Reply = yield Send(method, self.base_url + path, params=params, json=json,
+                                  headers={**creds, **(headers or {})})
+        if reply.status >= 400:
+            raise errors.from_response(reply.status, reply.body, reply.headers, self.credentials.token_exp())
+        return reply.body
+
+    def get(self, path: str, params=None) -> Flow:
+        """A GET, retried on transport errors, 429 and 5xx (bounded, jittered, Retry-After)."""
+        attempt, started = 0, time.monotonic()
+        while True:
+            attempt += 1
+            try:
+                return (yield from self.send_once("GET", path, params=params))
+            except errors.SoraError as exc:
+                if not self._may_retry(exc, attempt, started):
+                    raise
+                yield Sleep(self.retry.delay(attempt, getattr(exc, "retry_after", None)))
+
+    def _may_retry(self, exc: errors.SoraError, attempt: int, started: float) -> bool:
+        in_budget = attempt < self.retry.attempts and time.monotonic() - started < self.retry.total
+        return is_transient(exc) and in_budget
+
+    # -- endpoints ------------------------------------------------------------------------
+    def pending(self) -> Flow:
+        return (yield from self.get("/backend/nf/pending/v2"))
+
+    def task(self, task_id: str) -> Flow:
+        return (yield from self.get(f"/backend/nf/tasks/{task_id}/v2"))
+
+    def usage(self) -> Flow:
+        return (yield from self.get("/backend/nf/check"))
+
+    def draft(self, gen_id: str) -> Flow:
+        body = yield from self.get(f"/backend/project_y/profile/drafts/v2/{gen_id}")
+        return body.get("draft", body) if isinstance(body, dict) else body
+
+    def drafts_page(self, limit: int = DRAFT_PAGE, cursor: str | None = None) -> Flow:
+        params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
+        return (yield from self.get("/backend/project_y/profile/drafts/v2", params))
+
+    def iter_drafts(self, visit: Callable[[dict], bool], limit: int = DRAFT_PAGE,
+                    max_pages: int | None = None) -> Flow:
+        """Call ``visit`` on every draft, newest first, until it returns True; returns that draft."""
+        cursor, pages = None, 0
+        while max_pages is None or pages < max_pages:
+            page = yield from self.drafts_page(limit, cursor)
+            pages += 1
+            for item in page.get("items") or []:
+                if visit(item):
+                    return item
+            cursor = page.get("cursor")
+            if not cursor:
+                return None
+        return None
+
+    def cancel(self, task_id: str) -> Flow:
+        return (yield from self.send_once("POST", f"/backend/nf/tasks/{task_id}/cancel"))
+
+    # -- create -----------------------------------------------------------------------------
+    @staticmethod
+    def create_body(prompt: str, **fields: Any) -> dict[str, Any]:
+        """Every key the web page sent, nulls included, then the caller's extras."""
+        body: dict[str, Any] = {name: None for name in CREATE_FIELDS}
+        body.update(kind="video", prompt=prompt, inpaint_items=[], model="sy_8", orientation="portrait",
+                    size="small", n_frames=300)
+        body.update({k: v for k, v in fields.items() if v is not None or k not in body})
+        return body
+
+    def create(self, body: dict[str, Any], idempotency_key: str | None = None) -> Flow:
+        """Submit once, even across lost answers.
+
+        An ``Idempotency-Key`` makes a retry safe against sorakit. Against a server that ignores
+        the key, before each retry we look for a task with this prompt created since the first
+        attempt, and adopt it instead of submitting again.
+        """
+        key = idempotency_key or uuid.uuid4().hex
+        attempt, started, since = 0, time.monotonic(), time.time()
+        while True:
+            attempt += 1
+            try:
+                return (yield from self.send_once("POST", "/backend/nf/create", json=body,
+                                                  headers={"Idempotency-Key": key}))
+            except errors.SoraError as exc:
+                unsure = isinstance(exc, (errors.TransportError, errors.ServerError))
+                if not unsure or not self._may_retry(exc, attempt, started):
+                    raise
+            yield Sleep(self.retry.delay(attempt))
+            found = yield from self.find_created(body["prompt"], since)
+            if found is not None:
+                return found
+
+    def find_created(self, prompt: str, since: float) -> Flow:
+        """A task with this prompt created at or after ``since`` (pending first, then drafts)."""
+        try:
+            for task in (yield from self.pending()) or []:
+                if task.get("prompt") == prompt and _epoch(task.get("created_at")) >= since - 2:
+                    return {"id": task["id"], "status": task.get("status"), "prompt": prompt}
+            draft = yield from self.iter_drafts(
+                lambda d: d.get("prompt") == prompt and _epoch(d.get("created_at")) >= since - 2, max_pages=1)
+        except errors.SoraError as exc:
+            if is_transient(exc):
+                return None  # cannot tell yet; the retry carries the same Idempotency-Key
+            raise
+        return {"id": draft["task_id"], "status": "succeeded", "prompt": prompt} if draft else None
+
+    # -- following tasks ----------------------------------------------------------------------
+    def poll_cycle(self, watches: Iterable[Watch]) -> Flow:
+        """One ``pending/v2`` request for every open watch; resolve the ones that left it.
+
+        Returns True when anything changed (a status or progress), for the poll interval.
+        """
+        open_ = [w for w in watches if not w.done]
+        if not open_:
+            return False
+        listed = {t.get("id"): t for t in (yield from self.pending()) or [] if isinstance(t, dict)}
+        changed = False
+        for w in open_:
+            task = listed.get(w.task_id)
+            before = (w.status, (w.task or {}).get("progress_pct"))
+            if task is not None:
+                w.seen, w.absent = True, 0
+                self._update(w, task)
+            else:
+                w.absent += 1
+                if w.seen or w.absent > ABSENT_GRACE:
+                    yield from self._look_elsewhere(w)
+            changed = changed or w.done or before != (w.status, (w.task or {}).get("progress_pct"))
+        return changed
+
+    def _update(self, w: Watch, task: dict) -> None:
+        status = task.get("status")
+        if status in SUCCEEDED and not _video_url(task):
+            w.task = {**(w.task or {}), **task}  # finished but no link listed yet: look again later
+            w.seen = True
+            return
+        w.task = task
+        if status in TERMINAL:
+            w.done, w.error = True, task_error(task)
+
+    def _look_elsewhere(self, w: Watch) -> Flow:
+        """The task left pending (or never showed): ask for it by id, then search the drafts."""
+        try:
+            task = yield from self.task(w.task_id)
+        except errors.NotFoundError:
+            task = None
+        if task and task.get("status") in TERMINAL and (task.get("status") not in SUCCEEDED or _video_url(task)):
+            self._update(w, task)
+            return
+        if task is None or task.get("status") in SUCCEEDED:
+            draft = yield from self.iter_drafts(lambda d: d.get("task_id") == w.task_id, max_pages=DRAFT_PAGES)
+            if draft is not None:
+                self._update(w, task_from_draft(w.task_id, draft, task))
+                return
+        if task is not None:
+            w.task = task
+        elif time.time() - w.started > MISSING_AFTER and w.absent > ABSENT_GRACE:
+            w.done = True
+            w.error = errors.NotFoundError(f"task {w.task_id} is in neither pending, tasks nor drafts",
+                                           status=404, code="not_found")
+
+    def next_interval(self, current: float | None, changed: bool) -> float:
+        """2 to 3 s with jitter, like the web page; slower (up to ``poll_max``) while nothing moves."""
+        fresh = random.uniform(*self.poll_interval)
+        if changed or current is None:
+            return fresh
+        return min(self.poll_max, max(current, fresh) * 1.5)
+
+    def wait(self, watches: list[Watch], on_update: Callable[[Watch], None] | None = None,
+             timeout: float | None = None) -> Flow:
+        """Poll until every watch is done (or ``timeout``); each cycle serves all of them."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = None
+        while True:
+            changed = yield from self.poll_cycle(watches)
+            if on_update:
+                for w in watches:
+                    on_update(w)
+            if all(w.done for w in watches):
+                return watches
+            interval = self.next_interval(interval, changed)
+            if deadline is not None and time.monotonic() + interval > deadline:
+                raise errors.WaitTimeoutError(f"gave up waiting after {timeout:.0f} s")
+            yield Sleep(interval)
+
+
+def _epoch(value: Any) -> float:
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            from datetime import datetime
+
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            return 0.0
+    return 0.0
+
+
+def _video_url(task: dict) -> str | None:
+    gens = task.get("generations") or []
+    first = gens[0] if gens and isinstance(gens[0], dict) else {}
+    return first.get("url") or first.get("video_url") or first.get("download_url") or first.get("downloadable_url")
+
+
+def task_from_draft(task_id: str, draft: dict, task: dict | None) -> dict:
+    """A finished task reconstructed from its draft (for servers where tasks vanish)."""
+    kind = draft.get("kind")
+    status = "succeeded" if kind in (None, "sora_draft") else "failed"
+    return {**(task or {}), "id": task_id, "status": status, "generations": [draft],
+            "failure_reason": (task or {}).get("failure_reason") or draft.get("reason_str"),
+            "prompt": (task or {}).get("prompt") or draft.get("prompt")}
+
+
+def task_error(task: dict) -> errors.TaskError | None:
+    status, task_id = task.get("status"), task.get("id", "?")
+    if status in SUCCEEDED:
+        return None
+    if status in ("cancelled", "canceled"):
+        return errors.TaskCancelledError(f"task {task_id} was cancelled", task_id=task_id, task=task)
+    gens = task.get("generations") or [{}]
+    reason = task.get("failure_reason") or gens[0].get("reason_str") or "no reason given"
+    if gens[0].get("kind") == "sora_content_violation":
+        exc = errors.ContentViolationError(f"task {task_id} was refused: {reason}", task_id=task_id,
+                                           task=task, reason=reason)
+        exc.markdown_reason = gens[0].get("markdown_reason_str")
+        return exc
+    return errors.TaskFailedError(f"task {task_id} failed: {reason}", task_id=task_id, task=task, reason=reason)
