@@ -105,6 +105,8 @@ def test_attempts_are_bounded(store):
     assert store.claim("w", 10, 3) is None
     row = store.task(task["id"])
     assert row["status"] == "failed" and "interrupted 3 times" in row["failure_reason"]
+    draft = store.generations_for([task["id"]])[task["id"]]
+    assert [d["kind"] for d in draft] == ["sora_error"] and "interrupted" in draft[0]["reason_str"]
 
 
 def test_release_hands_back_without_counting(store):

@@ -234,11 +234,18 @@ class Store:
             return Claim(task=row, owner=owner)
 
     def _fail_exhausted(self, conn, now: float, max_attempts: int) -> None:
+        """Give up tasks whose last allowed attempt died, each with a ``sora_error`` draft."""
         stale = and_(tasks.c.status.in_(("running", "processing")), tasks.c.lease_expires < now,
                      tasks.c.attempts >= max_attempts)
         reason = f"The task was interrupted {max_attempts} times and was given up."
-        conn.execute(update(tasks).where(stale).values(
-            status="failed", failure_reason=reason, finished_at=now, lease_owner=None))
+        for row in conn.execute(select(tasks.c.id, tasks.c.user_id, tasks.c.prompt, tasks.c.title,
+                                       tasks.c.width, tasks.c.height).where(stale)).all():
+            conn.execute(update(tasks).where(tasks.c.id == row.id).values(
+                status="failed", failure_reason=reason, finished_at=now, lease_owner=None))
+            conn.execute(insert(generations).values(
+                id=new_id("gen"), task_id=row.id, user_id=row.user_id, kind="sora_error", created_at=now,
+                width=row.width, height=row.height, reason_str=reason, error_reason="attempts_exhausted",
+                meta={"prompt": row.prompt, "title": row.title}))
 
     def _held(self, claim: Claim):
         return and_(tasks.c.id == claim.task["id"], tasks.c.lease_owner == claim.owner,
