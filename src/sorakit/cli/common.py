@@ -45,3 +45,25 @@ def write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as f:
         f.write(text)
     os.chmod(path, 0o600)
+
+
+# Exit codes of the client commands (documented in the README).
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_AUTH, EXIT_LIMIT = 0, 1, 2, 3, 4
+EXIT_FAILED, EXIT_REFUSED, EXIT_CANCELLED, EXIT_UNREACHABLE, EXIT_INTERRUPTED = 5, 6, 7, 8, 130
+
+
+def exit_code_for(exc: Exception) -> int:
+    from ..client import errors
+
+    table = [(errors.AuthenticationError, EXIT_AUTH), (errors.RateLimitError, EXIT_LIMIT),
+             (errors.ContentViolationError, EXIT_REFUSED), (errors.TaskCancelledError, EXIT_CANCELLED),
+             (errors.TaskFailedError, EXIT_FAILED), (errors.BadRequestError, EXIT_USAGE),
+             (errors.TransportError, EXIT_UNREACHABLE), (errors.ServerError, EXIT_UNREACHABLE)]
+    return next((code for cls, code in table if isinstance(exc, cls)), EXIT_ERROR)
+
+
+def client_error_exit(exc: Exception) -> None:
+    """Turn a client error into its message and exit code (the traceback only with SORAKIT_DEBUG=1)."""
+    if os.environ.get("SORAKIT_DEBUG") == "1":
+        raise exc
+    fail(str(exc), code=exit_code_for(exc))

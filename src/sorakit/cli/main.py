@@ -11,10 +11,17 @@ import sys
 
 import typer
 
-from . import serve, tokens, users
+from . import generate, login, serve, tasks, tokens, users
 
 app = typer.Typer(help="sorakit: a self-hosted server for the Sora web video API.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
+app.command("generate")(generate.generate)
+app.command("status")(tasks.status)
+app.command("list")(tasks.list_drafts)
+app.command("download")(tasks.download)
+app.command("cancel")(tasks.cancel)
+app.command("usage")(tasks.usage)
+app.command("login")(login.login)
 app.command("serve")(serve.serve)
 app.add_typer(users.app, name="users")
 app.add_typer(tokens.app, name="token")

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from ..config import Settings
+from ..protocol.errors import ApiError
 from ..server import auth
 from ..server.services import Services, build_services
 from .common import DataDir, settings, write_private
@@ -27,6 +28,22 @@ def ensure_local_user(services: Services) -> Path | None:
     path = services.settings.data_dir / "local.token"
     write_private(path, token + "\n")
     return path
+
+
+def local_token(services: Services) -> str:
+    """A working token of user ``local`` from ``local.token``, minted anew when missing or dead."""
+    path = services.settings.data_dir / "local.token"
+    if path.is_file():
+        token = path.read_text().strip()
+        try:
+            auth.authenticate(services.store, services.jwt_key, f"Bearer {token}")
+            return token
+        except ApiError:
+            pass
+    user = services.store.user_by_name(LOCAL_USER) or services.store.create_user(LOCAL_USER)
+    token, _ = auth.issue(services.store, services.jwt_key, user["id"], LOCAL_TOKEN_TTL)
+    write_private(path, token + "\n")
+    return token
 
 
 def run_server(s: Settings, services: Services) -> None:
