@@ -44,8 +44,12 @@ class Settings:
     max_attempts: int = 3
     blocked_terms: list[str] = field(default_factory=list)
     default_engine: str = "preview"
-    #: request ``model`` id -> engine name; ``sy_8`` and dated ``sy_8_*`` ids use default_engine
-    models: dict[str, str] = field(default_factory=dict)
+    #: ``[models]``: a string value aliases a request ``model`` id to an engine or model name; a
+    #: table defines a diffusers model of that name (see engines/models.py). ``sy_8``, ``sy_ore``
+    #: and dated ``sy_8_*`` ids use default_engine unless aliased here.
+    models: dict[str, str | dict] = field(default_factory=dict)
+    #: where ``sorakit models pull`` puts weights (default: <data_dir>/models)
+    models_dir: Path | None = None
 
     @property
     def db_path(self) -> Path:
@@ -54,6 +58,10 @@ class Settings:
     @property
     def media_dir(self) -> Path:
         return self.data_dir / "media"
+
+    @property
+    def weights_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
 
 
 _FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
@@ -70,7 +78,9 @@ def _coerce(name: str, value: Any) -> Any:
         if name == "models":
             if not isinstance(value, dict):
                 raise TypeError("expected a table")
-            return {str(k): str(v) for k, v in value.items()}
+            return {str(k): v if isinstance(v, dict) else str(v) for k, v in value.items()}
+        if name == "models_dir":
+            return Path(value).expanduser() if value else None
         if kind == "int":
             return int(value)
         if kind == "float":

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -39,6 +40,25 @@ class RenderJob:
     seed: int | None = None
     style_id: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
+    #: an uploaded image to start from (image-to-video), already checked to be a real image
+    image: Path | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What an engine will really make of a request: its size, frame count and frame rate."""
+
+    width: int
+    height: int
+    n_frames: int
+    fps: int
+
+
+#: the live service's sizes (small: observed; large: HD), as (width, height)
+WEB_SIZES = {
+    ("small", "portrait"): (352, 640), ("small", "landscape"): (640, 352), ("small", "square"): (480, 480),
+    ("large", "portrait"): (720, 1280), ("large", "landscape"): (1280, 720), ("large", "square"): (960, 960),
+}
 
 
 class RenderContext(Protocol):
@@ -56,6 +76,18 @@ class Engine(ABC):
     placeholder: bool = False
     #: share of a task's progress bar covered by ``ctx.progress``; the rest follows encoding
     progress_share: float = 0.0
+
+    #: True when the engine can start from an uploaded image
+    supports_image: bool = False
+
+    def plan(self, orientation: str, size: str, n_frames: int) -> Plan:
+        """Map a request onto what this engine makes; the default is the web API's own sizes."""
+        width, height = WEB_SIZES[(size, orientation)]
+        return Plan(width, height, n_frames, 30)
+
+    def unavailable(self) -> str | None:
+        """Why this engine cannot run here (a missing extra, missing weights), or None."""
+        return None
 
     @abstractmethod
     def frames(self, job: RenderJob, ctx: RenderContext) -> Iterator[np.ndarray]:

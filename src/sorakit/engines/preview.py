@@ -37,6 +37,7 @@ class PreviewEngine(Engine):
     name = "preview"
     placeholder = True
     progress_share = 0.0  # rendering is cheap; the worker's progress follows encoding
+    supports_image = True  # an uploaded image becomes the first frame
 
     def __init__(self, pace_seconds: float = 0.0) -> None:
         if pace_seconds < 0:
@@ -47,9 +48,14 @@ class PreviewEngine(Engine):
         scene = AnimatedScene(job.width, job.height, job.fps, scene_rng(job.prompt, job.seed))
         overlay = PromptOverlay(job.prompt, job.width, job.height)
         pacer = _Pacer(self.pace_seconds, job.n_frames, ctx)
+        first = fit_image(job.image, job.width, job.height) if job.image else None
         for i in range(job.n_frames):
             pacer.wait_before(i)
             ctx.check_cancel()
+            if i == 0 and first is not None:
+                yield first
+                ctx.progress(1 / job.n_frames)
+                continue
             canvas = scene.render(i)
             overlay.apply(canvas)
             _draw_progress_bar(canvas, (i + 1) / job.n_frames)
@@ -58,6 +64,17 @@ class PreviewEngine(Engine):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "placeholder": self.placeholder, "note": NOTE}
+
+
+def fit_image(path, width: int, height: int) -> np.ndarray:
+    """The image scaled to cover ``width`` x ``height`` and centre-cropped, as RGB uint8."""
+    with Image.open(path) as img:
+        rgb = img.convert("RGB")
+    scale = max(width / rgb.width, height / rgb.height)
+    size = (max(width, round(rgb.width * scale)), max(height, round(rgb.height * scale)))
+    resized = rgb.resize(size, Image.Resampling.LANCZOS)
+    left, top = (size[0] - width) // 2, (size[1] - height) // 2
+    return np.asarray(resized.crop((left, top, left + width, top + height)), dtype=np.uint8)
 
 
 def scene_rng(prompt: str, seed: int | None) -> np.random.Generator:

@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from .. import __version__
 from ..config import Settings
 from ..engines import Engine
-from . import handlers, routes_assets, routes_drafts, routes_misc, routes_nf
+from . import handlers, routes_assets, routes_drafts, routes_misc, routes_nf, routes_uploads
 from .create import admit
 from .services import Services, build_services
 
@@ -48,6 +48,6 @@ def create_app(settings: Settings, *, engines: dict[str, Engine] | None = None,
                   description="A self-hosted server for the Sora web video API.")
     app.state.services = services
     handlers.install(app)
-    for module in (routes_nf, routes_drafts, routes_assets, routes_misc):
+    for module in (routes_nf, routes_drafts, routes_assets, routes_uploads, routes_misc):
         app.include_router(module.router)
     return app

@@ -15,24 +15,53 @@ from ..protocol.models import CreateRequest
 from ..store import IdempotencyConflict
 from .services import Services
 
-FPS = 30
 DEFAULT_FRAMES = 300
-SIZES = {
-    ("small", "portrait"): (352, 640), ("small", "landscape"): (640, 352), ("small", "square"): (480, 480),
-    ("large", "portrait"): (720, 1280), ("large", "landscape"): (1280, 720), ("large", "square"): (960, 960),
-}
 DATED_SY8 = re.compile(r"^sy_8_\d{8}$")
 
 
 def resolve_engine(services: Services, model: str) -> str:
-    """The engine a request's ``model`` id runs on, or a 400 naming what is accepted."""
-    configured = services.settings.models
-    if model in configured:
-        return configured[model]
+    """The engine a request's ``model`` id runs on, or a 400 naming what is accepted.
+
+    A configured name wins (an alias, or a model of its own); ``sy_8``, ``sy_ore`` and dated
+    ``sy_8_*`` ids run on the default engine.
+    """
+    aliases = services.settings.models
+    if model in aliases:
+        target = aliases[model]
+        return target if isinstance(target, str) else model
     if model in ("sy_8", "sy_ore") or DATED_SY8.match(model):
         return services.settings.default_engine
-    accepted = ", ".join(["sy_8", "sy_ore", "sy_8_YYYYMMDD", *configured])
+    if model in services.engines:
+        return model
+    accepted = ", ".join(["sy_8", "sy_ore", "sy_8_YYYYMMDD", *aliases, *services.engines])
     raise errors.invalid_request(f"Unknown model {model!r}. Accepted: {accepted}.", "model")
+
+
+def _engine(services: Services, model: str):
+    name = resolve_engine(services, model)
+    engine = services.engines.get(name)
+    if engine is None:
+        raise errors.invalid_request(f"Model {model!r} maps to {name!r}, which this server does not have.",
+                                     "model")
+    reason = engine.unavailable()
+    if reason:
+        raise errors.invalid_request(f"Model {model!r} cannot run here: {reason}", "model")
+    return name, engine
+
+
+def _image_items(services: Services, items: list[dict] | None, user_id: str, engine, model: str) -> list:
+    """Validate ``inpaint_items``: at most one uploaded image, owned by the caller."""
+    if not items:
+        return []
+    if len(items) > 1 or not isinstance(items[0], dict) or items[0].get("kind") != "upload":
+        raise errors.invalid_request("inpaint_items takes one item of kind 'upload' (an image posted to "
+                                     "/backend/uploads); other kinds are not supported.", "inpaint_items")
+    upload = services.store.upload(str(items[0].get("upload_id")), user_id)
+    if upload is None:
+        raise errors.invalid_request("inpaint_items names an upload that does not exist.", "inpaint_items")
+    if not engine.supports_image:
+        raise errors.invalid_request(f"Model {model!r} has no image-to-video pipeline here.", "inpaint_items")
+    return [{"kind": "upload", "upload_id": upload["id"]}]
 
 
 def _choice(value: str | None, default: str, allowed: tuple[str, ...], param: str) -> str:
@@ -54,9 +83,6 @@ def _check_prompt(prompt: str, limit: int) -> str:
 def _check_unsupported(req: CreateRequest) -> None:
     if req.kind not in (None, "video"):
         raise errors.invalid_request(f"kind must be 'video'; got {req.kind!r}.", "kind")
-    if req.inpaint_items:
-        raise errors.invalid_request("Image and video conditioning (inpaint_items) is not supported "
-                                     "by this server's engines yet.", "inpaint_items")
     if req.remix_target_id:
         raise errors.invalid_request("Remixing is not supported by this server yet.", "remix_target_id")
     if req.nsamples not in (None, 1):
@@ -73,12 +99,14 @@ def build_row(services: Services, req: CreateRequest, raw: dict[str, Any], user_
     if not 1 <= n_frames <= s.max_frames:
         raise errors.invalid_request(f"n_frames must be from 1 to {s.max_frames}; got {n_frames}.", "n_frames")
     model = req.model or "sy_8"
-    width, height = SIZES[(size, orientation)]
+    engine_name, engine = _engine(services, model)
+    items = _image_items(services, req.inpaint_items, user_id, engine, model)
+    plan = engine.plan(orientation, size, n_frames)  # the real size and frame count
     return {
         "id": new_id("task"), "user_id": user_id, "status": "preprocessing", "prompt": prompt,
-        "title": req.title, "model": model, "engine": resolve_engine(services, model),
-        "orientation": orientation, "size": size, "n_frames": n_frames, "width": width,
-        "height": height, "fps": FPS, "style_id": req.style_id, "inpaint_items": req.inpaint_items or [],
+        "title": req.title, "model": model, "engine": engine_name,
+        "orientation": orientation, "size": size, "n_frames": plan.n_frames, "width": plan.width,
+        "height": plan.height, "fps": plan.fps, "style_id": req.style_id, "inpaint_items": items,
         # A seed is always recorded, so every video can be made again.
         "seed": req.seed if req.seed is not None else secrets.randbelow(2**31),
         "request": raw, "priority": 1, "progress": None, "failure_reason": None,

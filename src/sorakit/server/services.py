@@ -33,7 +33,7 @@ def build_services(settings: Settings, engines: dict[str, Engine] | None = None)
     master = master_secret(settings.data_dir)
     return Services(
         settings=settings, store=store,
-        engines=engines if engines is not None else build_engines(settings.preview_pace),
+        engines=engines if engines is not None else build_engines(settings),
         jwt_key=derive(master, "jwt"),
         signer=LinkSigner(derive(master, "links"), settings.link_ttl_seconds),
         quota=Quota(store, settings.default_concurrency, settings.default_daily_limit, settings.max_queue),

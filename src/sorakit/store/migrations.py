@@ -28,9 +28,14 @@ def _status_finished_index(conn: Connection) -> None:
     index.create(conn, checkfirst=True)
 
 
+def _uploads(conn: Connection) -> None:
+    schema.uploads.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_initial", _initial),
     ("0002_tasks_status_finished_index", _status_finished_index),
+    ("0003_uploads", _uploads),
 ]
 
 

@@ -93,6 +93,19 @@ idempotency_keys = Table(
     Column("created_at", Float, nullable=False),
 )
 
+uploads = Table(
+    "uploads", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("user_id", String(40), ForeignKey("users.id"), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("file_name", String(300)),
+    Column("file", String(300), nullable=False),
+    Column("mime", String(50), nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("bytes", Integer, nullable=False),
+)
+
 schema_migrations = Table(
     "schema_migrations", metadata,
     Column("name", String(200), primary_key=True),

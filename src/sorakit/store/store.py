@@ -17,7 +17,7 @@ from sqlalchemy import Engine, and_, delete, false, func, insert, or_, select, u
 from sqlalchemy.exc import IntegrityError
 
 from ..ids import new_id
-from .schema import generations, idempotency_keys, tasks, tokens, users
+from .schema import generations, idempotency_keys, tasks, tokens, uploads, users
 
 ACTIVE = ("preprocessing", "queued", "running", "processing")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -289,6 +289,17 @@ class Store:
                 status="failed", failure_reason=failure_reason, finished_at=self.clock()))
             if generation is not None:
                 conn.execute(insert(generations).values(**generation))
+
+    # -- uploads (image-to-video sources) ----------------------------------------------------
+    def add_upload(self, row: dict) -> dict:
+        self._write(insert(uploads).values(**row))
+        return row
+
+    def upload(self, upload_id: str, user_id: str | None = None) -> dict | None:
+        stmt = select(uploads).where(uploads.c.id == upload_id)
+        if user_id is not None:
+            stmt = stmt.where(uploads.c.user_id == user_id)
+        return self._one(stmt)
 
     # -- generations (drafts) -------------------------------------------------------------
     def generations_for(self, task_ids: Iterable[str]) -> dict[str, list[dict]]:

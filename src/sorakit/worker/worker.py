@@ -164,7 +164,16 @@ class Run:
         t = self.task
         return RenderJob(task_id=t["id"], prompt=t["prompt"], width=t["width"], height=t["height"],
                          n_frames=t["n_frames"], fps=t["fps"], seed=t["seed"], style_id=t["style_id"],
-                         params=t["request"])
+                         params=t["request"], image=self._image())
+
+    def _image(self) -> Path | None:
+        items = self.task["inpaint_items"] or []
+        if not items:
+            return None
+        upload = self.store.upload(items[0]["upload_id"])
+        if upload is None:
+            raise EngineError("The uploaded image of this task no longer exists.", code="upload_missing")
+        return self.services.settings.data_dir / "uploads" / upload["file"]
 
     def _publish(self, engine, video: Path, thumb: Path, n_frames: int) -> None:
         gen_id = new_id("gen")
