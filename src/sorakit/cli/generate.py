@@ -73,6 +73,10 @@ def generate(prompt: str,
              timeout: Annotated[float | None, typer.Option(help="Give up waiting after SECONDS.")] = None,
              server: Server = None, token: Token = None, as_json: Json = False) -> None:
     """Generate a video from PROMPT and download it."""
+    try:
+        files.check_template(output)  # before anything is created: a typo must not cost a video
+    except files.TemplateError as exc:
+        fail(str(exc), code=2)
     fields = dict(orientation=orientation, size=size, model=model, style_id=style, seed=seed,
                   n_frames=frames_for(seconds, frames))
     try:

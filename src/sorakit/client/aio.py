@@ -19,7 +19,7 @@ from . import errors, files
 from .core import Core, Credentials, Flow, Watch
 from .download import download
 from .steps import Fetch, Fetched, Reply, RetryPolicy, Send, Sleep
-from .sync import (CHUNK, TIMEOUT, GenerateResult, draft_with_task, fetch_mode, map_transport, parse_body,
+from .sync import (TIMEOUT, GenerateResult, draft_with_task, fetch_mode, map_transport, parse_body,
                    sidecar_data, source_for)
 
 
@@ -149,7 +149,7 @@ class AsyncSoraClient:
                     return Fetched(status, got, size, body=(await r.aread())[:4096])
                 size = 0 if mode == "wb" else step.offset
                 with open(step.part, mode) as f:
-                    async for chunk in r.aiter_bytes(CHUNK):
+                    async for chunk in r.aiter_bytes():
                         f.write(chunk)
                         size += len(chunk)
                         if step.on_bytes:
@@ -201,6 +201,7 @@ class AsyncSoraClient:
     async def generate(self, prompt: str, *, output: str = files.DEFAULT_TEMPLATE, index: int = 0,
                        on_progress: Callable[[dict], None] | None = None, timeout: float | None = None,
                        on_bytes: Callable[[int], None] | None = None, **fields: Any) -> GenerateResult:
+        files.check_template(output)  # a typo must not cost a generation
         started = time.time()
         body = Core.create_body(prompt, **fields)
         created = await self._run(self.core.create(body))

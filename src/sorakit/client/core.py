@@ -83,6 +83,9 @@ class Core:
         self.retry = retry
         self.poll_interval = poll_interval
         self.poll_max = poll_max
+        #: ids this client already got back from create: a search after a lost answer never
+        #: adopts one of them, so the same prompt twice makes two videos
+        self.created_ids: set[str] = set()
 
     # -- requests -------------------------------------------------------------------------
     def send_once(self, method: str, path: str, *, params=None, json=None, headers=None) -> Flow:
@@ -168,30 +171,43 @@ class Core:
         while True:
             attempt += 1
             try:
-                return (yield from self.send_once("POST", "/backend/nf/create", json=body,
-                                                  headers={"Idempotency-Key": key}))
+                created = yield from self.send_once("POST", "/backend/nf/create", json=body,
+                                                    headers={"Idempotency-Key": key})
+                break
             except errors.SoraError as exc:
-                unsure = isinstance(exc, (errors.TransportError, errors.ServerError))
-                if not unsure or not self._may_retry(exc, attempt, started):
+                if not isinstance(exc, (errors.TransportError, errors.ServerError)):
                     raise
-            yield Sleep(self.retry.delay(attempt))
-            found = yield from self.find_created(body["prompt"], since)
-            if found is not None:
-                return found
+                if not self._may_retry(exc, attempt, started):
+                    raise
+                retry_after = getattr(exc, "retry_after", None)
+                # A 503 "heavy load" refused the request outright; anything else may have created it.
+                unsure = not isinstance(exc, errors.OverloadedError)
+            yield Sleep(self.retry.delay(attempt, retry_after))
+            if unsure:
+                created = yield from self.find_created(body["prompt"], since)
+                if created is not None:
+                    break
+        self.created_ids.add(created.get("id"))
+        return created
 
     def find_created(self, prompt: str, since: float) -> Flow:
         """A task with this prompt created at or after ``since`` (pending first, then drafts)."""
         try:
             for task in (yield from self.pending()) or []:
-                if task.get("prompt") == prompt and _epoch(task.get("created_at")) >= since - 2:
+                if self._is_ours(task.get("id"), task, prompt, since):
                     return {"id": task["id"], "status": task.get("status"), "prompt": prompt}
             draft = yield from self.iter_drafts(
-                lambda d: d.get("prompt") == prompt and _epoch(d.get("created_at")) >= since - 2, max_pages=1)
+                lambda d: self._is_ours(d.get("task_id"), d, prompt, since), max_pages=1)
         except errors.SoraError as exc:
             if is_transient(exc):
                 return None  # cannot tell yet; the retry carries the same Idempotency-Key
             raise
         return {"id": draft["task_id"], "status": "succeeded", "prompt": prompt} if draft else None
+
+    def _is_ours(self, task_id: str | None, item: dict, prompt: str, since: float) -> bool:
+        # 2 s of slack for a server clock slightly behind ours.
+        return (task_id not in self.created_ids and item.get("prompt") == prompt
+                and _epoch(item.get("created_at")) >= since - 2)
 
     # -- following tasks ----------------------------------------------------------------------
     def poll_cycle(self, watches: Iterable[Watch]) -> Flow:

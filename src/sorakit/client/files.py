@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import string
 import time
 import unicodedata
 from pathlib import Path
@@ -34,8 +35,22 @@ def _safe(value: Any) -> str:
     return text[:120]
 
 
+def check_template(template: str) -> None:
+    """Refuse a template with fields other than the bare names above (before any video is made)."""
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise TemplateError(f"bad output template {template!r}: {exc}; use "
+                            f"{', '.join('{' + f + '}' for f in FIELDS)}") from None
+    for _text, field, spec, conversion in parsed:
+        if field is not None and (field not in FIELDS or conversion):
+            raise TemplateError(f"bad output template {template!r}: unknown field {{{field}}}; use "
+                                f"{', '.join('{' + f + '}' for f in FIELDS)}")
+
+
 def render(template: str, *, task_id: str, gen_id: str | None = None, prompt: str = "",
            index: int = 0, when: float | None = None) -> Path:
+    check_template(template)
     values = {"task_id": _safe(task_id), "gen_id": _safe(gen_id or "nogen"), "prompt_slug": slug(prompt),
               "date": time.strftime("%Y%m%d", time.localtime(when)), "index": f"{index:03d}"}
     try:

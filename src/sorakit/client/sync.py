@@ -15,8 +15,9 @@ from .core import Core, Credentials, Flow, Watch
 from .download import Source, download, draft_url
 from .steps import Fetch, Fetched, Reply, RetryPolicy, Send, Sleep
 
+# Bodies are read as the bytes arrive (no fixed chunk size): whatever reached us before a
+# connection broke is on disk and counts for the resume.
 TIMEOUT = httpx2.Timeout(30.0, connect=10.0)
-CHUNK = 1 << 20
 
 
 def map_transport(exc: Exception) -> errors.TransportError:
@@ -147,7 +148,7 @@ class SoraClient:
                     return Fetched(status, got, size, body=r.read()[:4096])
                 size = 0 if mode == "wb" else step.offset
                 with open(step.part, mode) as f:
-                    for chunk in r.iter_bytes(CHUNK):
+                    for chunk in r.iter_bytes():
                         f.write(chunk)
                         size += len(chunk)
                         if step.on_bytes:
@@ -214,6 +215,7 @@ class SoraClient:
                  on_progress: Callable[[dict], None] | None = None, timeout: float | None = None,
                  on_bytes: Callable[[int], None] | None = None, **fields: Any) -> GenerateResult:
         """create + wait + download + sidecar."""
+        files.check_template(output)  # a typo must not cost a generation
         started = time.time()
         body = Core.create_body(prompt, **fields)
         task = self.wait(self._run(self.core.create(body))["id"], on_progress=on_progress, timeout=timeout)
