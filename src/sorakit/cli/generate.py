@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..client import errors, files
+from ..client.core import Core
+from ..client.sync import sidecar_data
 from .common import EXIT_INTERRUPTED, client_error_exit, fail
 from .connect import Connection, connect
 
@@ -92,6 +94,7 @@ def _generate(conn: Connection, prompt: str, fields: dict, output: str, no_wait:
               timeout: float | None, as_json: bool) -> None:
     client, task_id = conn.client, None
     console = Console(stderr=True)
+    started = time.time()
     try:
         task_id = client.create(prompt, **fields)["id"]
         if no_wait:
@@ -103,16 +106,13 @@ def _generate(conn: Connection, prompt: str, fields: dict, output: str, no_wait:
             draft = task["generations"][0]
             path = files.render(output, task_id=task_id, gen_id=draft.get("id"), prompt=prompt)
             sha = client.download({**draft, "task_id": task_id}, path, on_bytes=view.bytes)
-        _finish(conn, task, draft, path, sha, prompt, fields, as_json)
+        _finish(conn, task, draft, path, sha, Core.create_body(prompt, **fields), started, as_json)
     except KeyboardInterrupt:
         _detached(task_id, conn)
 
 
-def _finish(conn, task, draft, path, sha, prompt, fields, as_json) -> None:
-    from ..client.sync import sidecar_data
-
-    body = {"prompt": prompt, **fields}
-    sidecar = files.write_sidecar(path, sidecar_data(conn.server, task, draft, body, path, sha, time.time()))
+def _finish(conn, task, draft, path, sha, body, started, as_json) -> None:
+    sidecar = files.write_sidecar(path, sidecar_data(conn.server, task, draft, body, path, sha, started))
     if as_json:
         typer.echo(json.dumps({"task_id": task["id"], "generation_id": draft.get("id"), "path": str(path),
                                "sidecar": str(sidecar), "sha256": sha}))

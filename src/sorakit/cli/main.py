@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from . import generate, login, serve, tasks, tokens, users
+from . import batch, generate, login, models, serve, tasks, tokens, users
 
 app = typer.Typer(help="sorakit: a self-hosted server for the Sora web video API.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -23,8 +23,10 @@ app.command("cancel")(tasks.cancel)
 app.command("usage")(tasks.usage)
 app.command("login")(login.login)
 app.command("serve")(serve.serve)
+app.command("batch")(batch.batch)
 app.add_typer(users.app, name="users")
 app.add_typer(tokens.app, name="token")
+app.add_typer(models.app, name="models")
 
 
 def main() -> None:
