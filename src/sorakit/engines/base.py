@@ -80,7 +80,7 @@ class Engine(ABC):
     #: True when the engine can start from an uploaded image
     supports_image: bool = False
 
-    def plan(self, orientation: str, size: str, n_frames: int) -> Plan:
+    def plan(self, orientation: str, size: str, n_frames: int, image: bool = False) -> Plan:
         """Map a request onto what this engine makes; the default is the web API's own sizes."""
         width, height = WEB_SIZES[(size, orientation)]
         return Plan(width, height, n_frames, 30)

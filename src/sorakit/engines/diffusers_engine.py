@@ -94,9 +94,9 @@ class DiffusersEngine(Engine):
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "placeholder": False, "family": self.family.name, "path": self.spec.path}
 
-    def plan(self, orientation: str, size: str, n_frames: int) -> Plan:
+    def plan(self, orientation: str, size: str, n_frames: int, image: bool = False) -> Plan:
         return self.family.plan(orientation, size, n_frames, resolution=self.spec.resolution,
-                                max_frames=self.spec.max_frames)
+                                max_frames=self.spec.max_frames, image=image)
 
     # -- availability -----------------------------------------------------------------------
     def files(self, image: bool = False) -> Path | None:
@@ -143,7 +143,7 @@ class DiffusersEngine(Engine):
         if path is None:
             raise EngineError(f"Cannot run: {self.missing_files_message(image)}", code="model_missing")
         cls = getattr(diffusers, self.family.i2v_class if image else self.family.t2v_class)
-        pipe = cls.from_pretrained(path, torch_dtype=getattr(torch, self.spec.dtype))
+        pipe = cls.from_pretrained(path, dtype=getattr(torch, self.spec.dtype))
         return self._place(pipe, torch)
 
     def _place(self, pipe, torch):

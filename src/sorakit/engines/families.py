@@ -8,7 +8,8 @@
 
 A request's ``n_frames`` counts frames at 30 fps, so it stands for a duration: ``n_frames / 30``
 seconds become ``duration * fps`` of the model's frames, snapped to its ``tk+1`` rule and capped.
-Portrait swaps width and height; square takes the side whose area matches, snapped. ``style_id``
+Portrait swaps width and height; square takes the side whose area matches, snapped (CogVideoX's
+image-to-video model only makes its native landscape size, whatever the orientation). ``style_id``
 presets are folded into the prompt as a short phrase.
 """
 
@@ -50,6 +51,9 @@ class Family:
     guidance: float
     negative_prompt: str = NEGATIVE
     i2v_shares_weights: bool = False
+    #: the image-to-video model only takes its native landscape size (CogVideoX I2V's learned
+    #: positional embeddings fix it)
+    i2v_fixed_size: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     def frames_for(self, n_frames_30fps: int, cap: int | None) -> int:
@@ -70,7 +74,10 @@ class Family:
             width = height = math.sqrt(width * height)
         return self.snap(width), self.snap(height)
 
-    def plan(self, orientation: str, size: str, n_frames: int, *, resolution=None, max_frames=None) -> Plan:
+    def plan(self, orientation: str, size: str, n_frames: int, *, resolution=None, max_frames=None,
+             image: bool = False) -> Plan:
+        if image and self.i2v_fixed_size:
+            orientation = "landscape"
         width, height = self.size_for(size, orientation, resolution or {})
         return Plan(width, height, self.frames_for(n_frames, max_frames), self.fps)
 
@@ -87,5 +94,6 @@ FAMILIES = {
                   i2v_shares_weights=True, extra={"frame_rate": 24}),
     "cogvideox": Family("cogvideox", "CogVideoXPipeline", "CogVideoXImageToVideoPipeline", fps=8,
                         frame_step=4, max_frames=49, multiple=16,
-                        native={"small": (720, 480), "large": (720, 480)}, steps=50, guidance=6.0),
+                        native={"small": (720, 480), "large": (720, 480)}, steps=50, guidance=6.0,
+                        i2v_fixed_size=True),
 }

@@ -101,7 +101,7 @@ def build_row(services: Services, req: CreateRequest, raw: dict[str, Any], user_
     model = req.model or "sy_8"
     engine_name, engine = _engine(services, model)
     items = _image_items(services, req.inpaint_items, user_id, engine, model)
-    plan = engine.plan(orientation, size, n_frames)  # the real size and frame count
+    plan = engine.plan(orientation, size, n_frames, image=bool(items))  # the real size and frames
     return {
         "id": new_id("task"), "user_id": user_id, "status": "preprocessing", "prompt": prompt,
         "title": req.title, "model": model, "engine": engine_name,

@@ -268,9 +268,11 @@ class Store:
         """Record the outcome (and its draft) atomically, only if the lease is still ours."""
         now = self.clock()
         with self.engine.begin() as conn:
+            # A failed or cancelled task keeps the progress it had reached: it shows where it stopped.
+            progress = {"progress": 1.0} if status == "succeeded" else {}
             done = conn.execute(update(tasks).where(self._held(claim)).values(
                 status=status, failure_reason=failure_reason, finished_at=now, lease_owner=None,
-                lease_expires=None, progress=1.0 if status == "succeeded" else None)).rowcount == 1
+                lease_expires=None, **progress)).rowcount == 1
             if done and generation is not None:
                 conn.execute(insert(generations).values(**generation))
         return done

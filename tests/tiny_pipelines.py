@@ -1,0 +1,340 @@
+"""Tiny random-weight diffusers video pipelines of real architectures, built entirely in code.
+
+Nothing is downloaded: every component (transformer, VAE, T5/UMT5 text encoder, CLIP image
+encoder, scheduler and the T5 tokenizer itself) is constructed from a config here, with weights
+drawn from the torch RNG seeded by ``seed`` (the caller's global RNG state is left untouched).
+``save_pipeline`` writes a normal diffusers checkpoint directory (``model_index.json`` + one
+folder per component, safetensors), so ``<PipelineClass>.from_pretrained(dest)`` or
+``DiffusionPipeline.from_pretrained(dest)`` loads it offline exactly like a hub snapshot.
+
+Public API::
+
+    FAMILIES = ("wan", "ltx", "cogvideox")
+    build_pipeline(family, *, i2v=False, seed=0, scale="tiny") -> DiffusionPipeline
+    save_pipeline(family, dest, *, i2v=False, seed=0, scale="tiny") -> Path
+    build_tokenizer() -> transformers.T5Tokenizer        # tiny Unigram vocab, 158 pieces
+    pipeline_class(family, *, i2v=False) -> diffusers pipeline class
+    PIPELINE_CLASS_NAMES[(family, i2v)] -> its name (== model_index.json "_class_name")
+    TINY_CALL = {"height": 32, "width": 64, "num_frames": 9}   # valid for all six tiny pipelines
+    BENCH_CALL = {"height": 128, "width": 128, "num_frames": 25}  # scale="bench", >= 10 s
+
+Pipelines, (family, i2v) -> class:
+
+* wan: ``WanPipeline`` / ``WanImageToVideoPipeline`` (Wan 2.1 I2V: CLIP image encoder
+  ``CLIPVisionModel`` + CLIP image processor, 36-channel transformer input, added K/V image
+  attention).  Text encoder ``UMT5EncoderModel``.
+* ltx: ``LTXPipeline`` / ``LTXImageToVideoPipeline`` (LTX-Video 0.9.0-style VAE), ``T5EncoderModel``.
+* cogvideox: ``CogVideoXPipeline`` / ``CogVideoXImageToVideoPipeline`` (CogVideoX-5b and -5b-I2V
+  style: 3D RoPE, ``patch_size_t=None``, ``CogVideoXDPMScheduler``), ``T5EncoderModel``.
+All use a ``T5Tokenizer`` (tokenizers-backed Unigram, as the real checkpoints) and run with the
+pipelines' default ``max_sequence_length`` (wan 512, ltx 128, cogvideox 226).
+
+The tiny configs KEEP THE REAL MODELS' COMPRESSION FACTORS AND PATCH SIZES (only widths and
+depths are tiny), so the size/frame rules below hold for the real checkpoints too.  Every value
+was checked on a pipeline loaded back with ``from_pretrained`` (see test_tiny_pipelines.py).
+
+wan (Wan 2.1)
+    VAE x8 spatial, x4 temporal; transformer patch (t, h, w) = (1, 2, 2).
+    Read: ``pipe.vae_scale_factor_spatial`` (8), ``pipe.vae_scale_factor_temporal`` (4),
+    ``pipe.transformer.config.patch_size`` ([1, 2, 2]).
+    Frames 4k+1; other n are changed (with a logged warning) to ``n // 4 * 4 + 1`` (8 -> 9).
+    Height/width multiples of 16 (= 8 * 2); anything else raises ValueError (t2v and i2v).
+    I2V: keep ``max_sequence_length=512`` -- the attention processor hard-codes 512 text tokens to
+    split off the image tokens; another value runs but silently mixes image/text context.
+    Real: 16 fps; 832x480 (480P) and 1280x720 (720P); 81 frames.  Scheduler here, as in
+    Wan-AI/Wan2.1-*-Diffusers: ``UniPCMultistepScheduler(prediction_type="flow_prediction",
+    use_flow_sigmas=True, flow_shift=3.0)`` (diffusers docs: flow_shift 3.0 for 480P, 5.0 for 720P).
+
+ltx (LTX-Video)
+    VAE x32 spatial, x8 temporal (VAE patch_size 4 and three spatio-temporal downsamplings);
+    transformer patch_size 1, patch_size_t 1.
+    Read: ``pipe.vae_spatial_compression_ratio`` (32), ``pipe.vae_temporal_compression_ratio`` (8),
+    ``pipe.transformer_spatial_patch_size`` / ``pipe.transformer_temporal_patch_size`` (1 / 1; the
+    same as ``pipe.transformer.config.patch_size`` / ``.patch_size_t``).
+    Frames 8k+1; other n SILENTLY give ``(n - 1) // 8 * 8 + 1`` frames (8 -> 1, 16 -> 9).
+    Height/width multiples of 32; anything else raises ValueError.
+    ``frame_rate`` call argument (default 25) only scales the RoPE; the real model is 24-25 fps
+    (diffusers' example exports at 24).  Real: 768x512 native, 704x480 in the diffusers example,
+    161 frames default (up to 257).  Scheduler: ``FlowMatchEulerDiscreteScheduler`` with dynamic
+    shifting and ``shift_terminal=0.1`` as Lightricks/LTX-Video -- which makes
+    ``num_inference_steps=1`` crash (IndexError after a 0/0 in the terminal stretch): use >= 2.
+
+cogvideox (CogVideoX 1.0, 5b-style)
+    VAE x8 spatial (``2 ** (len(vae.config.block_out_channels) - 1)``), x4 temporal; transformer
+    patch_size 2, ``patch_size_t`` None (CogVideoX 1.5 has 2 and pads latent frames up to it).
+    Read: ``pipe.vae_scale_factor_spatial`` (8), ``pipe.vae_scale_factor_temporal`` (4),
+    ``pipe.transformer.config.patch_size`` (2), ``pipe.transformer.config.patch_size_t`` (None).
+    Frames: n = 8k+1 (or 8k) come out exactly; with T = (n - 1) // 4 + 1 latent frames the
+    VAE decodes 4T - 3 frames for odd T and 4T for even T (13 -> 16, 21 -> 24, 5 -> 8) -- no warning.
+    Height/width multiples of 16 (= 8 * 2); others fail (ValueError if not /8, else a shape
+    RuntimeError inside the transformer).
+    I2V ONLY: like THUDM/CogVideoX-5b-I2V, the transformer has learned positional embeddings
+    (``transformer.config.use_learned_positional_embeddings`` is True), so the resolution is FIXED
+    at ``sample_width * 8`` x ``sample_height * 8`` (tiny 64x32, real 720x480; ``height=None,
+    width=None`` picks it), and ``max_sequence_length`` must equal
+    ``transformer.config.max_text_seq_length`` (226, the default); else ValueError/RuntimeError.
+    The frame count stays free.
+    Real: 8 fps, 720x480, 49 frames (CogVideoX1.5: 16 fps, 1360x768, 81 frames).  Scheduler as
+    THUDM/CogVideoX-5b: ``CogVideoXDPMScheduler`` (v_prediction, trailing, zero-terminal-SNR).
+
+Notes for an engine driving these pipelines (all checked on the tiny models):
+* Every one of the six calls ``pipe.scheduler.step`` exactly once per inference step, with or
+  without classifier-free guidance (Wan runs two transformer passes, LTX/CogVideoX one batched
+  pass, then one step).  Wrapping the instance's bound method works for progress and for
+  cancelling (an exception raised there propagates out of ``pipe(...)`` and the pipeline stays
+  usable), but wrap with ``functools.wraps``: CogVideoX inspects ``scheduler.step``'s signature
+  to decide whether to pass ``generator``/``eta``, and with a bare ``(*args, **kwargs)`` wrapper
+  its DPM scheduler silently draws noise from the global RNG (non-reproducible output).
+* All six accept ``callback_on_step_end(pipe, i, t, kwargs) -> kwargs`` (called after each
+  step).  Setting ``pipe._interrupt = True`` there skips the remaining steps but still VAE-decodes
+  and returns a (noisy) video; raising is the clean cancel.
+* diffusers 0.42 deprecates ``from_pretrained(torch_dtype=...)`` (FutureWarning): use ``dtype=``
+  (a dict such as ``{"default": torch.bfloat16, "vae": torch.float32}`` works too).
+* ``WanImageToVideoPipeline`` in diffusers 0.42 calls ``ftfy.fix_text`` unguarded, so it raises
+  NameError unless the ``ftfy`` package is installed (``WanPipeline`` guards it).
+
+Timings on 2 CPU cores (torch 2.13): each tiny pipeline builds+saves in < 0.5 s, loads in ~0.1 s
+and generates TINY_CALL in 2 steps with CFG in 0.03-0.5 s.
+
+``scale="bench"`` (wan t2v/i2v only; other families raise NotImplementedError): a 15.6M-parameter
+Wan transformer (6 layers, 6x64 heads; 63 MB saved) and a wider VAE.
+``pipe(prompt, **BENCH_CALL)`` -- 128x128, 25 frames, default 50 steps, guidance 5.0, i.e. 100
+transformer passes -- took 14.7 s at best on 2 idle cores (18-30 s with other load); time scales
+about linearly with ``num_inference_steps``.  The VAE decode is ~10% of it.
+"""
+
+from __future__ import annotations
+
+import string
+from pathlib import Path
+
+import torch
+
+FAMILIES = ("wan", "ltx", "cogvideox")
+SCALES = ("tiny", "bench")
+
+PIPELINE_CLASS_NAMES = {
+    ("wan", False): "WanPipeline",
+    ("wan", True): "WanImageToVideoPipeline",
+    ("ltx", False): "LTXPipeline",
+    ("ltx", True): "LTXImageToVideoPipeline",
+    ("cogvideox", False): "CogVideoXPipeline",
+    ("cogvideox", True): "CogVideoXImageToVideoPipeline",
+}
+
+# Call kwargs valid for all six tiny pipelines (CogVideoX I2V only accepts exactly 64x32).
+TINY_CALL = {"height": 32, "width": 64, "num_frames": 9}
+
+# The bench-scale (wan) call that takes >= 10 s on 2 CPU cores with the default 50 steps and
+# guidance 5.0: measured 14.7 s at best (18-30 s with other load on the machine).
+BENCH_CALL = {"height": 128, "width": 128, "num_frames": 25}
+
+_TEXT_DIM = 32  # d_model of the tiny T5/UMT5 encoders
+
+
+# --------------------------------------------------------------------------- tokenizer
+
+def _vocab() -> list[tuple[str, float]]:
+    """A small T5-style Unigram vocabulary: specials, word-start pieces and bare characters."""
+    pieces: list[tuple[str, float]] = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    words = ("a an the of in on at to and with over under red blue green grey gray white black "
+             "cat dog kite sea sky city street car man woman person walking running flying "
+             "video scene camera slow motion sunset night day water tree forest mountain").split()
+    pieces += [("\u2581" + w, -3.0) for w in words]
+    chars = string.ascii_lowercase + string.digits
+    pieces += [("\u2581" + c, -6.0) for c in chars]
+    pieces += [(c, -7.0) for c in chars + string.ascii_uppercase + ".,!?'\"-:;()"]
+    return pieces
+
+
+def build_tokenizer():
+    """A real ``T5Tokenizer`` (tokenizers-backed Unigram, as the T5/UMT5 checkpoints use)."""
+    from transformers import T5Tokenizer
+
+    return T5Tokenizer(vocab=_vocab(), extra_ids=0, model_max_length=512)
+
+
+def _vocab_size() -> int:
+    n = len(_vocab())
+    return (n + 63) // 64 * 64  # round up like real embeddings (and leave spare ids)
+
+
+def _t5_config_kwargs() -> dict:
+    return dict(
+        vocab_size=_vocab_size(),
+        d_model=_TEXT_DIM,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        relative_attention_max_distance=32,
+        feed_forward_proj="gated-gelu",
+        dropout_rate=0.0,
+        pad_token_id=0,
+        eos_token_id=1,
+        decoder_start_token_id=0,
+        tie_word_embeddings=False,
+    )
+
+
+def _t5_encoder():
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(**_t5_config_kwargs())).eval()
+
+
+def _umt5_encoder():
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    return UMT5EncoderModel(UMT5Config(**_t5_config_kwargs())).eval()
+
+
+# --------------------------------------------------------------------------- families
+
+def _wan(i2v: bool, scale: str) -> dict:
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+
+    if scale == "tiny":
+        heads, head_dim, ffn, layers = 2, 12, 32, 2
+        vae = dict(base_dim=8, dim_mult=[1, 1, 1, 1], num_res_blocks=1)
+    else:  # bench
+        # ~15.6M transformer parameters (63 MB on disk): compute-bound but quick to save/load.
+        heads, head_dim, ffn, layers = 6, 64, 1536, 6
+        vae = dict(base_dim=8, dim_mult=[1, 2, 2, 2], num_res_blocks=1)
+    inner = heads * head_dim
+    components = {}
+    components["vae"] = AutoencoderKLWan(z_dim=16, temperal_downsample=[False, True, True], **vae)
+    components["scheduler"] = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
+        num_train_timesteps=1000, solver_order=2, solver_type="bh2", lower_order_final=True,
+    )
+    components["text_encoder"] = _umt5_encoder()
+    components["tokenizer"] = build_tokenizer()
+    transformer = dict(
+        patch_size=(1, 2, 2), num_attention_heads=heads, attention_head_dim=head_dim,
+        in_channels=16, out_channels=16, text_dim=_TEXT_DIM, freq_dim=256, ffn_dim=ffn,
+        num_layers=layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads", eps=1e-6,
+        rope_max_seq_len=1024,
+    )
+    if i2v:
+        from transformers import CLIPVisionConfig, CLIPVisionModel
+
+        try:  # without torchvision, transformers 5 falls back to the PIL backend anyway (with a warning)
+            from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+        except ImportError:  # pragma: no cover - older transformers
+            from transformers import CLIPImageProcessor
+
+        clip_dim = 16
+        # 36 = 16 noise latents + 4 mask channels (vae temporal factor) + 16 image latents
+        transformer.update(in_channels=36, image_dim=clip_dim, added_kv_proj_dim=inner)
+        components["image_encoder"] = CLIPVisionModel(CLIPVisionConfig(
+            hidden_size=clip_dim, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+            image_size=32, patch_size=8, projection_dim=clip_dim,
+        )).eval()
+        components["image_processor"] = CLIPImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
+        )
+        components["transformer_2"] = None
+    components["transformer"] = WanTransformer3DModel(**transformer)
+    return components
+
+
+def _ltx(i2v: bool, scale: str) -> dict:
+    from diffusers import AutoencoderKLLTXVideo, FlowMatchEulerDiscreteScheduler, LTXVideoTransformer3DModel
+
+    if scale != "tiny":
+        raise NotImplementedError("scale='bench' is only available for the 'wan' family")
+    latent = 8
+    components = {}
+    components["transformer"] = LTXVideoTransformer3DModel(
+        in_channels=latent, out_channels=latent, patch_size=1, patch_size_t=1,
+        num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16, num_layers=2,
+        caption_channels=_TEXT_DIM,
+    )
+    components["vae"] = AutoencoderKLLTXVideo(
+        in_channels=3, out_channels=3, latent_channels=latent,
+        block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8),
+        layers_per_block=(1, 1, 1, 1, 1), decoder_layers_per_block=(1, 1, 1, 1, 1),
+        spatio_temporal_scaling=(True, True, True, False),
+        decoder_spatio_temporal_scaling=(True, True, True, False),
+        decoder_inject_noise=(False, False, False, False, False),
+        upsample_residual=(False, False, False, False), upsample_factor=(1, 1, 1, 1),
+        timestep_conditioning=False, patch_size=4, patch_size_t=1,
+        encoder_causal=True, decoder_causal=False,
+    )
+    # As Lightricks/LTX-Video's scheduler_config.json.
+    components["scheduler"] = FlowMatchEulerDiscreteScheduler(
+        num_train_timesteps=1000, shift=1.0, use_dynamic_shifting=True, base_shift=0.95,
+        max_shift=2.05, base_image_seq_len=1024, max_image_seq_len=4096, shift_terminal=0.1,
+    )
+    components["text_encoder"] = _t5_encoder()
+    components["tokenizer"] = build_tokenizer()
+    return components
+
+
+def _cogvideox(i2v: bool, scale: str) -> dict:
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDPMScheduler, CogVideoXTransformer3DModel
+
+    if scale != "tiny":
+        raise NotImplementedError("scale='bench' is only available for the 'wan' family")
+    latent = 4
+    components = {}
+    components["transformer"] = CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=16,  # head_dim % 16 == 0 for 3D RoPE
+        in_channels=latent * 2 if i2v else latent, out_channels=latent,
+        time_embed_dim=8, text_embed_dim=_TEXT_DIM, num_layers=2,
+        sample_width=8, sample_height=4, sample_frames=9,  # latent 8x4 -> 64x32 pixels (W x H)
+        patch_size=2, patch_size_t=None, temporal_compression_ratio=4, max_text_seq_length=226,
+        use_rotary_positional_embeddings=True, use_learned_positional_embeddings=i2v,
+    )
+    components["vae"] = AutoencoderKLCogVideoX(
+        in_channels=3, out_channels=3,
+        down_block_types=("CogVideoXDownBlock3D",) * 4, up_block_types=("CogVideoXUpBlock3D",) * 4,
+        block_out_channels=(8, 8, 8, 8), latent_channels=latent, layers_per_block=1,
+        norm_num_groups=2, temporal_compression_ratio=4, sample_height=32, sample_width=64,
+        scaling_factor=0.7,
+    )
+    # As THUDM/CogVideoX-5b's scheduler_config.json.
+    components["scheduler"] = CogVideoXDPMScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+        clip_sample=False, set_alpha_to_one=True, steps_offset=0, prediction_type="v_prediction",
+        rescale_betas_zero_snr=True, snr_shift_scale=1.0, timestep_spacing="trailing",
+    )
+    components["text_encoder"] = _t5_encoder()
+    components["tokenizer"] = build_tokenizer()
+    return components
+
+
+_BUILDERS = {"wan": _wan, "ltx": _ltx, "cogvideox": _cogvideox}
+
+
+def pipeline_class(family: str, *, i2v: bool = False):
+    import diffusers
+
+    return getattr(diffusers, PIPELINE_CLASS_NAMES[(family, bool(i2v))])
+
+
+def build_pipeline(family: str, *, i2v: bool = False, seed: int = 0, scale: str = "tiny"):
+    """Build an in-memory pipeline with random weights, fully determined by ``seed``.
+
+    The global torch RNG state is left untouched.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; expected one of {FAMILIES}")
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; expected one of {SCALES}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        components = _BUILDERS[family](bool(i2v), scale)
+    pipe = pipeline_class(family, i2v=i2v)(**components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def save_pipeline(family: str, dest: Path, *, i2v: bool = False, seed: int = 0, scale: str = "tiny") -> Path:
+    """``save_pretrained`` a freshly built pipeline into ``dest`` (created if needed); return ``dest``."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    build_pipeline(family, i2v=i2v, seed=seed, scale=scale).save_pretrained(dest)
+    return dest
