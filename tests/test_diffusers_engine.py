@@ -100,7 +100,7 @@ class _Ctx:
 def test_same_seed_same_frames_and_another_seed_differs(server, tmp_path):
     from sorakit.engines import RenderJob
 
-    engine = server.services.engines["tiny-ltx"]
+    engine = server.services.engines["tiny-cogvideox"]  # its scheduler takes the generator
     plan = engine.plan("portrait", "small", 30)
     job = RenderJob("task_x", "a red kite", plan.width, plan.height, plan.n_frames, plan.fps, seed=7)
     first, again = engine.render(job, _Ctx()), engine.render(job, _Ctx())

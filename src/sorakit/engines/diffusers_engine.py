@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Iterator
@@ -48,6 +49,9 @@ class StepHook:
         scheduler = self.pipe.scheduler
         original = scheduler.step
 
+        # wraps() keeps step's signature visible: CogVideoX inspects it to decide whether to pass
+        # its generator, and without it silently draws from the global RNG (seeds stop working).
+        @functools.wraps(original)
         def step(*args, **kwargs):
             self.ctx.check_cancel()
             result = original(*args, **kwargs)
@@ -166,7 +170,7 @@ class DiffusersEngine(Engine):
         import torch
 
         f, spec, params = self.family, self.spec, job.params or {}
-        steps = int(params.get("num_inference_steps") or spec.steps or f.steps)
+        steps = max(int(params.get("num_inference_steps") or spec.steps or f.steps), f.min_steps)
         args = {
             "prompt": f.prompt_with_style(job.prompt, job.style_id),
             "negative_prompt": params.get("negative_prompt") or spec.negative_prompt or f.negative_prompt,

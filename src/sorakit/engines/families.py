@@ -54,6 +54,7 @@ class Family:
     #: the image-to-video model only takes its native landscape size (CogVideoX I2V's learned
     #: positional embeddings fix it)
     i2v_fixed_size: bool = False
+    min_steps: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     def frames_for(self, n_frames_30fps: int, cap: int | None) -> int:
@@ -91,7 +92,7 @@ FAMILIES = {
                   multiple=16, native={"small": (832, 480), "large": (1280, 720)}, steps=50, guidance=5.0),
     "ltx": Family("ltx", "LTXPipeline", "LTXImageToVideoPipeline", fps=24, frame_step=8, max_frames=257,
                   multiple=32, native={"small": (768, 512), "large": (1216, 704)}, steps=50, guidance=3.0,
-                  i2v_shares_weights=True, extra={"frame_rate": 24}),
+                  i2v_shares_weights=True, extra={"frame_rate": 24}, min_steps=2),
     "cogvideox": Family("cogvideox", "CogVideoXPipeline", "CogVideoXImageToVideoPipeline", fps=8,
                         frame_step=4, max_frames=49, multiple=16,
                         native={"small": (720, 480), "large": (720, 480)}, steps=50, guidance=6.0,
