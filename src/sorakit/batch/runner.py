@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..client import errors, files
-from ..client.core import Core, Watch
+from ..client.core import Core, Watch, epoch_seconds
 from ..client.sync import SoraClient, draft_with_task, sidecar_data
 from .journal import Entry, Journal
 from .rows import Row
@@ -338,7 +338,7 @@ class _Runner:
         frames = (entry.body or {}).get("n_frames")
 
         def fits(item: dict, id_key: str) -> bool:
-            return (item.get("prompt") == entry.body["prompt"] and _epoch(item.get("created_at")) >= since
+            return (item.get("prompt") == entry.body["prompt"] and epoch_seconds(item.get("created_at")) >= since
                     and item.get(id_key) not in claimed
                     and (item.get("n_frames") in (None, frames)))
         try:
@@ -347,7 +347,7 @@ class _Runner:
                     return {"id": task["id"], "status": task.get("status")}
             # newest first: stop at the first draft made before the row was sent
             for draft in itertools.islice(self.client.drafts(), MAX_DRAFTS_SEARCHED):
-                if 0 < _epoch(draft.get("created_at")) < since:
+                if 0 < epoch_seconds(draft.get("created_at")) < since:
                     break
                 if fits(draft, "task_id") and draft.get("task_id"):
                     return {"id": draft["task_id"], "status": "succeeded"}
@@ -409,17 +409,6 @@ class _Runner:
         data["batch"] = {"journal": str(self.journal.path), "row": entry.idx, "line": entry.line}
         files.write_sidecar(path, data)
         self.move(entry, "done", "downloaded", sha256=sha, reason=None)
-
-
-def _epoch(value: Any) -> float:
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return 0.0
-    return 0.0
 
 
 def duration_words(seconds: float | None) -> str:

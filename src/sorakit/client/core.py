@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from datetime import datetime
 from collections.abc import Callable, Generator, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -207,7 +208,7 @@ class Core:
     def _is_ours(self, task_id: str | None, item: dict, prompt: str, since: float) -> bool:
         # 2 s of slack for a server clock slightly behind ours.
         return (task_id not in self.created_ids and item.get("prompt") == prompt
-                and _epoch(item.get("created_at")) >= since - 2)
+                and epoch_seconds(item.get("created_at")) >= since - 2)
 
     # -- following tasks ----------------------------------------------------------------------
     def poll_cycle(self, watches: Iterable[Watch]) -> Flow:
@@ -289,13 +290,12 @@ class Core:
             yield Sleep(interval)
 
 
-def _epoch(value: Any) -> float:
+def epoch_seconds(value: Any) -> float:
+    """A timestamp as epoch seconds: sorakit sends floats, other servers may send ISO 8601."""
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, str):
         try:
-            from datetime import datetime
-
             return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
         except ValueError:
             return 0.0
