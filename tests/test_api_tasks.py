@@ -275,3 +275,29 @@ def test_video_has_the_requested_frames_and_size(api, tmp_path):
     info = probe(path)
     assert (info.width, info.height, info.n_frames) == (640, 352, 45)
     assert info.codec == "h264" and info.pix_fmt == "yuv420p" and round(info.fps) == 30
+
+
+@pytest.mark.parametrize("body,param", [
+    ({"prompt": "ok", "seed": 10**24}, "seed"),
+    ({"prompt": "ok", "seed": -1}, "seed"),
+    ({"prompt": "x \ud800 y"}, "prompt"),
+    ({"prompt": "ok", "title": "\ud800"}, "title"),
+    ({"prompt": "ok", "style_id": "\udfff"}, "style_id"),
+    ({"prompt": "ok", "n_frames": True}, "n_frames"),
+])
+def test_values_no_database_can_hold_are_400_not_500(api, body, param):
+    raw = json.dumps(body).encode()  # json.dumps escapes the lone surrogates as \ud800
+    r = api.client.post("/backend/nf/create", content=raw,
+                        headers={**api.alice, "Content-Type": "application/json"})
+    assert_error(r, 400, "invalid_request", param)
+
+
+def test_body_that_is_not_utf8_is_invalid_request(api):
+    r = api.client.post("/backend/nf/create", content=b'{"prompt": "\xff"}',
+                        headers={**api.alice, "Content-Type": "application/json"})
+    assert_error(r, 400, "invalid_request")
+
+
+def test_idempotency_key_length_is_bounded(api):
+    assert_error(api.create(headers={**api.alice, "Idempotency-Key": "k" * 256}), 400, "invalid_request",
+                 "Idempotency-Key")

@@ -708,3 +708,17 @@ def test_a_refused_prompt_has_nothing_to_download(make_api, tmp_path):
     task_id = c.create("a volcano", n_frames=1)["id"]
     with pytest.raises(errors.DownloadError):
         c.download(task_id, tmp_path / "v.mp4")
+
+
+def test_a_part_file_of_another_video_is_never_resumed(make_api, tmp_path):
+    api = make_api(default_concurrency=5)
+    c = client_for(api)
+    a = c.wait(c.create("first video", n_frames=20)["id"])["generations"][0]
+    b = c.wait(c.create("second video", n_frames=20)["id"])["generations"][0]
+    dest = tmp_path / "same-name.mp4"
+    first = api.client.get(a["url"]).content
+    (tmp_path / "same-name.mp4.part").write_bytes(first[:4000])  # left over by video A
+    sha = c.download(b, dest)
+    expected = (api.settings.media_dir / b["id"] / "video.mp4").read_bytes()
+    assert dest.read_bytes() == expected and sha == hashlib.sha256(expected).hexdigest()
+    assert not (tmp_path / "same-name.mp4.part.json").exists()

@@ -59,3 +59,14 @@ def test_one_draft_and_its_deletion(api):
     assert_error(api.client.get(f"/backend/project_y/profile/drafts/v2/{gen_id}", headers=api.alice),
                  404, "not_found")
     assert api.client.get("/backend/project_y/profile/drafts", headers=api.alice).json()["items"] == []
+
+
+def test_forged_cursors_are_400_whatever_they_hold(api):
+    import base64
+
+    forged = ['[1' + '0' * 400 + ',"x"]', '[' * 5000 + ']' * 5000, '[1, "\\ud800"]', '[NaN, "x"]',
+              '{"a": 1}', '[1, 2]']
+    for text in forged:
+        cursor = base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+        r = api.client.get("/backend/project_y/profile/drafts", params={"cursor": cursor}, headers=api.alice)
+        assert_error(r, 400, "invalid_request", "cursor")

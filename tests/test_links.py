@@ -108,3 +108,10 @@ def test_public_base_url(make_api):
     api = make_api(public_base_url="https://videos.example.org/sora/")
     gen = api.wait(api.create(n_frames=1).json()["id"])["generations"][0]
     assert gen["url"].startswith("https://videos.example.org/sora/assets/")
+
+
+@pytest.mark.parametrize("value", ["bytes=abc", "bytes=5-2", "items=0-1", "bytes="])
+def test_malformed_range_is_ignored_like_blob_storage(finished, value):
+    api, gen, data = finished
+    r = api.client.get(gen["url"], headers={"Range": value})
+    assert r.status_code == 200 and r.content == data

@@ -139,7 +139,7 @@ class AsyncSoraClient:
 
     async def _fetch(self, step: Fetch) -> Fetched:
         self.requests_sent += 1
-        headers = {"Range": f"bytes={step.offset}-"} if step.offset else {}
+        headers = step.headers()
         status, got, size = 0, {}, step.offset
         try:
             async with self._http.stream("GET", step.url, headers=headers, follow_redirects=True) as r:

@@ -96,6 +96,13 @@ class Core:
                                   headers={**creds, **(headers or {})})
         if reply.status >= 400:
             raise errors.from_response(reply.status, reply.body, reply.headers, self.credentials.token_exp())
+        if reply.status >= 300:  # credentials never follow a redirect; say where it pointed
+            where = reply.headers.get("location", "?")
+            raise errors.APIError(f"the server redirected {path} to {where}: check the server URL "
+                                  "(http vs https, path prefix)", status=reply.status)
+        if not isinstance(reply.body, (dict, list)):
+            raise errors.APIError(f"the server answered {path} with something that is not JSON: "
+                                  f"{str(reply.body)[:80]!r}", status=reply.status)
         return reply.body
 
     def get(self, path: str, params=None) -> Flow:
@@ -116,7 +123,10 @@ class Core:
 
     # -- endpoints ------------------------------------------------------------------------
     def pending(self) -> Flow:
-        return (yield from self.get("/backend/nf/pending/v2"))
+        body = yield from self.get("/backend/nf/pending/v2")
+        if not isinstance(body, list):
+            raise errors.APIError("pending/v2 answered something other than a list of tasks", status=200)
+        return body
 
     def task(self, task_id: str) -> Flow:
         return (yield from self.get(f"/backend/nf/tasks/{task_id}/v2"))
@@ -225,8 +235,12 @@ class Core:
             task = listed.get(w.task_id)
             before = (w.status, (w.task or {}).get("progress_pct"))
             if task is not None:
-                w.seen, w.absent = True, 0
+                w.seen = True
                 self._update(w, task)
+                finished_without_link = not w.done and task.get("status") in SUCCEEDED
+                w.absent = w.absent + 1 if finished_without_link else 0
+                if finished_without_link and w.absent > ABSENT_GRACE:
+                    yield from self._look_elsewhere(w)
             else:
                 w.absent += 1
                 if w.seen or w.absent > ABSENT_GRACE:
@@ -260,6 +274,11 @@ class Core:
                 return
         if task is not None:
             w.task = task
+            if task.get("status") in SUCCEEDED and w.absent > ABSENT_GRACE + 3:
+                w.done = True  # finished, but its video is gone (its draft was deleted)
+                w.error = errors.TaskFailedError(f"task {w.task_id} finished but has no video any more "
+                                                 "(was its draft deleted?)", task_id=w.task_id, task=task,
+                                                 reason="no video")
         elif time.time() - w.started > MISSING_AFTER and w.absent > ABSENT_GRACE:
             w.done = True
             w.error = errors.NotFoundError(f"task {w.task_id} is in neither pending, tasks nor drafts",
@@ -323,7 +342,7 @@ def task_error(task: dict) -> errors.TaskError | None:
         return None
     if status in ("cancelled", "canceled"):
         return errors.TaskCancelledError(f"task {task_id} was cancelled", task_id=task_id, task=task)
-    gens = task.get("generations") or [{}]
+    gens = [g for g in task.get("generations") or [] if isinstance(g, dict)] or [{}]
     reason = task.get("failure_reason") or gens[0].get("reason_str") or "no reason given"
     if gens[0].get("kind") == "sora_content_violation":
         exc = errors.ContentViolationError(f"task {task_id} was refused: {reason}", task_id=task_id,

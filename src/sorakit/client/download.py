@@ -7,6 +7,7 @@ Written as a flow of steps (see ``steps.py``) so both clients share it.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from collections.abc import Callable
@@ -28,6 +29,11 @@ class Source:
     url: str | None
     task_id: str | None = None
     gen_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        """What a partial file must have been started from to be resumed."""
+        return self.gen_id or self.task_id or (self.url or "").split("?")[0]
 
     def refresh(self, core: Core) -> Flow:
         draft = yield from find_draft(core, self.task_id, self.gen_id)
@@ -84,17 +90,55 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+class PartFile:
+    """``<name>.part`` and, beside it, ``<name>.part.json``: which video it holds, and its ETag.
+
+    A part file left by another video (a reused name) is never resumed into this one.
+    """
+
+    def __init__(self, dest: Path, key: str) -> None:
+        self.path = dest.with_name(dest.name + ".part")
+        self.meta = dest.with_name(dest.name + ".part.json")
+        self.key = key
+        self.etag = self._adopt()
+
+    def _adopt(self) -> str | None:
+        try:
+            meta = json.loads(self.meta.read_text())
+        except (OSError, ValueError):
+            meta = {}
+        if meta.get("source") == self.key:
+            return meta.get("etag")
+        self.path.unlink(missing_ok=True)  # no record, or another video's: start afresh
+        return None
+
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def record(self, result: Fetched) -> None:
+        etag = result.headers.get("etag")
+        if result.status in (200, 206) and etag != self.etag:
+            self.etag = etag
+            self.meta.write_text(json.dumps({"source": self.key, "etag": etag}))
+
+    def finish(self, dest: Path) -> None:
+        os.replace(self.path, dest)
+        self.meta.unlink(missing_ok=True)
+
+
 def download(core: Core, source: Source, dest: Path,
              on_bytes: Callable[[int], None] | None = None) -> Flow:
     """Fetch ``source`` into ``dest``; returns the file's SHA-256."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
     if not source.url:
         yield from source.refresh(core)
+    part = PartFile(dest, source.key)
+    part.meta.write_text(json.dumps({"source": part.key, "etag": part.etag}))
     failures = refreshes = 0
     while True:
-        offset = part.stat().st_size if part.exists() else 0
-        result: Fetched = yield Fetch(source.url, part, offset, on_bytes)
+        offset = part.size()
+        result: Fetched = yield Fetch(source.url, part.path, offset, on_bytes, part.etag)
+        part.record(result)
         if result.size > offset:
             failures = 0  # the retry budget resets whenever bytes arrive
         if result.status in (200, 206) and result.error is None:
@@ -105,9 +149,9 @@ def download(core: Core, source: Source, dest: Path,
                              errors.IncompleteBodyError(f"got {result.size} of {expected} bytes"))
         if result.status == 416:
             total = _unsatisfiable_total(result)
-            if total is not None and part.exists() and part.stat().st_size == total:
+            if total is not None and part.size() == total:
                 break
-            part.unlink(missing_ok=True)
+            part.path.unlink(missing_ok=True)
             continue
         if result.status in REFUSED:
             refreshes += 1
@@ -121,7 +165,7 @@ def download(core: Core, source: Source, dest: Path,
             reason = result.error or f"HTTP {result.status}"
             raise errors.DownloadError(f"download failed: {reason}")
         yield Sleep(core.retry.delay(failures, _retry_after(result)))
-    os.replace(part, dest)
+    part.finish(dest)
     return sha256_file(dest)
 
 

@@ -49,6 +49,16 @@ class Fetch:
     part: Path
     offset: int = 0
     on_bytes: Callable[[int], None] | None = None
+    #: the ETag the part file was started from: a changed file answers 200 and starts over
+    if_range: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        if not self.offset:
+            return {}
+        found = {"Range": f"bytes={self.offset}-"}
+        if self.if_range:
+            found["If-Range"] = self.if_range
+        return found
 
 
 @dataclass(frozen=True)

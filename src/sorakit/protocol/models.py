@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class CreateRequest(BaseModel):
@@ -22,7 +22,7 @@ class CreateRequest(BaseModel):
     inpaint_items: list[dict[str, Any]] | None = None
     remix_target_id: str | None = None
     style_id: str | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, lt=2**63)
     cameo_ids: list[Any] | None = None
     cameo_replacements: Any = None
     storyboard_id: str | None = None
@@ -33,3 +33,21 @@ class CreateRequest(BaseModel):
     video_caption: str | None = None
     use_image_as_first_frame: bool | None = None
     nsamples: int | None = None
+
+    @field_validator("n_frames", "seed", "nsamples", mode="before")
+    @classmethod
+    def _not_bool(cls, value):
+        if isinstance(value, bool):  # JSON true is not a frame count
+            raise ValueError("must be an integer, not true/false")
+        return value
+
+    @field_validator("prompt", "title", "style_id", "model", "orientation", "size", "kind")
+    @classmethod
+    def _encodable(cls, value: str | None) -> str | None:
+        # JSON may carry lone surrogates ("\ud800"), which no database or file can store.
+        if value is not None:
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+        return value

@@ -32,7 +32,8 @@ def _bearer(header: str | None) -> str:
 def authenticate(store: Store, key: bytes, header: str | None) -> dict:
     """The user a request's Authorization header stands for, or an :class:`ApiError` 401."""
     try:
-        claims = jwt.decode(_bearer(header), key, algorithms=[ALGORITHM],
+        # 60 s leeway: a token minted on a host whose clock runs slightly ahead still works.
+        claims = jwt.decode(_bearer(header), key, algorithms=[ALGORITHM], leeway=60,
                             options={"require": ["sub", "exp", "jti"]})
     except jwt.ExpiredSignatureError:
         raise errors.token_expired() from None

@@ -42,7 +42,9 @@ async def _on_http(_request: Request, exc: StarletteHTTPException) -> JSONRespon
         return respond(errors.not_found("URL"))
     if exc.status_code == 405:
         return respond(ApiError(405, "method_not_allowed", "This method is not allowed on this URL."))
-    return respond(ApiError(exc.status_code, "http_error", str(exc.detail)))
+    code = "invalid_request" if 400 <= exc.status_code < 500 else "server_error"
+    return respond(ApiError(exc.status_code, code, str(exc.detail),
+                            type="invalid_request_error" if code == "invalid_request" else "server_error"))
 
 
 async def _on_api_error(_request: Request, exc: ApiError) -> JSONResponse:

@@ -6,6 +6,8 @@ No credentials: the signature is the permission. Refusals answer like Azure blob
 
 from __future__ import annotations
 
+import re
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, Response
 
@@ -35,4 +37,19 @@ def asset(gen_id: str, filename: str, request: Request, services: Services = Dep
     path = services.settings.media_dir / row[column] if row and row[column] else None
     if path is None or not path.is_file():
         return _xml_error(404, "BlobNotFound", "The specified blob does not exist.")
+    _drop_malformed_range(request)
     return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
+
+
+_RANGE = re.compile(r"^bytes=(\d+-\d*|-\d+)(,\s*(\d+-\d*|-\d+))*$")
+
+
+def _drop_malformed_range(request: Request) -> None:
+    """A malformed or backwards Range is ignored (RFC 9110 allows it; blob storage answers 200)."""
+    value = request.headers.get("range")
+    if value is None:
+        return
+    parts = value[6:].split(",") if _RANGE.match(value.strip()) else []
+    backwards = any(a and b and int(a) > int(b) for a, _, b in (p.strip().partition("-") for p in parts))
+    if not parts or backwards:
+        request.scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k != b"range"]

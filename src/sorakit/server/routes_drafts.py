@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import shutil
 
 from fastapi import APIRouter, Depends, Query
@@ -23,8 +24,12 @@ def encode_cursor(created_at: float, gen_id: str) -> str:
 def decode_cursor(cursor: str) -> tuple[float, str]:
     try:
         created, gen_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        return float(created), str(gen_id)
-    except (ValueError, TypeError):
+        created = float(created)
+        gen_id.encode("utf-8")
+        if not math.isfinite(created) or not isinstance(gen_id, str):
+            raise ValueError(cursor)
+        return created, gen_id
+    except Exception:  # anything a forged cursor can raise (overflow, recursion, encoding)
         raise errors.invalid_request("cursor is not one this server handed out.", "cursor") from None
 
 

@@ -19,6 +19,8 @@ def create_task(body: CreateRequest, user: dict = Depends(current_user),
                 services: Services = Depends(get_services),
                 idempotency_key: str | None = Header(None, alias="Idempotency-Key")) -> dict:
     """Start a video. Carries the union of the seed's and the live service's response keys."""
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
+        raise errors.invalid_request("Idempotency-Key must be 1 to 255 characters.", "Idempotency-Key")
     raw = body.model_dump(mode="json", exclude_unset=True)
     task = create.submit(services, user, body, raw, idempotency_key)
     status = task["status"] if task["status"] in ("failed", "cancelled", "succeeded") else "pending"

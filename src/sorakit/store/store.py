@@ -287,9 +287,10 @@ class Store:
     def fail_unclaimed(self, task_id: str, failure_reason: str, generation: dict | None = None) -> None:
         """Fail a task no worker holds (moderation at admission)."""
         with self.engine.begin() as conn:
-            conn.execute(update(tasks).where(tasks.c.id == task_id).values(
-                status="failed", failure_reason=failure_reason, finished_at=self.clock()))
-            if generation is not None:
+            moved = conn.execute(update(tasks).where(tasks.c.id == task_id, tasks.c.status == "preprocessing")
+                                 .values(status="failed", failure_reason=failure_reason,
+                                         finished_at=self.clock())).rowcount
+            if moved and generation is not None:  # another process may have admitted it already
                 conn.execute(insert(generations).values(**generation))
 
     # -- uploads (image-to-video sources) ----------------------------------------------------
