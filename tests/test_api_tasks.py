@@ -68,6 +68,9 @@ def test_orientation_and_size_map_to_resolutions(make_api, orientation, size, ex
     ({"prompt": "ok", "remix_target_id": "gen_abc"}, "remix_target_id"),
     ({"prompt": "ok", "nsamples": 2}, "nsamples"),
     ({"n_frames": 10}, "prompt"),
+    ({"prompt": "ok", "num_inference_steps": "abc"}, "num_inference_steps"),
+    ({"prompt": "ok", "num_inference_steps": 0}, "num_inference_steps"),
+    ({"prompt": "ok", "guidance_scale": -1}, "guidance_scale"),
     ({"prompt": 12}, "prompt"),
 ])
 def test_bad_create_bodies_are_400_naming_the_field(api, body, param):

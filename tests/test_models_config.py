@@ -104,3 +104,15 @@ def test_without_the_extra_a_diffusers_model_names_it(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("400 model") and "sorakit[diffusers]" in out.stdout
+
+
+def test_zero_guidance_and_empty_negative_prompt_are_choices_not_defaults(tmp_path):
+    pytest.importorskip("torch")
+    from sorakit.engines import RenderJob
+    from sorakit.engines.diffusers_engine import DiffusersEngine
+
+    engine = DiffusersEngine(parse_spec("m", {"family": "wan", "path": "x", "guidance": 7.0}), tmp_path)
+    job = RenderJob("t", "p", 64, 32, 9, 16, seed=1, params={"guidance_scale": 0, "negative_prompt": ""})
+    args = engine.call_arguments(job)
+    assert args["guidance_scale"] == 0.0 and args["negative_prompt"] == ""
+    assert engine.call_arguments(RenderJob("t", "p", 64, 32, 9, 16, seed=1))["guidance_scale"] == 7.0

@@ -170,13 +170,13 @@ class DiffusersEngine(Engine):
         import torch
 
         f, spec, params = self.family, self.spec, job.params or {}
-        steps = max(int(params.get("num_inference_steps") or spec.steps or f.steps), f.min_steps)
+        steps = max(int(_first(params.get("num_inference_steps"), spec.steps, f.steps)), f.min_steps)
         args = {
             "prompt": f.prompt_with_style(job.prompt, job.style_id),
-            "negative_prompt": params.get("negative_prompt") or spec.negative_prompt or f.negative_prompt,
+            "negative_prompt": _first(params.get("negative_prompt"), spec.negative_prompt, f.negative_prompt),
             "width": job.width, "height": job.height, "num_frames": job.n_frames,
             "num_inference_steps": steps,
-            "guidance_scale": float(params.get("guidance_scale") or spec.guidance or f.guidance),
+            "guidance_scale": float(_first(params.get("guidance_scale"), spec.guidance, f.guidance)),
             # A CPU generator gives the same noise on every device: same seed, same frames.
             "generator": torch.Generator("cpu").manual_seed(job.seed if job.seed is not None else 0),
             "output_type": "np", **f.extra,
@@ -214,6 +214,11 @@ class DiffusersEngine(Engine):
                 pipe.maybe_free_model_hooks()
             _release_memory()
         return _to_uint8(output.frames[0], job)
+
+
+def _first(*values: Any) -> Any:
+    """The first value that is set: 0 (no guidance) and "" (no negative prompt) are choices."""
+    return next(v for v in values if v is not None)
 
 
 def _to_uint8(video: Any, job: RenderJob) -> np.ndarray:

@@ -33,15 +33,19 @@ class CreateRequest(BaseModel):
     video_caption: str | None = None
     use_image_as_first_frame: bool | None = None
     nsamples: int | None = None
+    # sorakit extensions, used by the diffusers engines (the preview engine ignores them)
+    negative_prompt: str | None = Field(None, max_length=10_000)
+    num_inference_steps: int | None = Field(None, ge=1, le=1000)
+    guidance_scale: float | None = Field(None, ge=0, le=100)
 
-    @field_validator("n_frames", "seed", "nsamples", mode="before")
+    @field_validator("n_frames", "seed", "nsamples", "num_inference_steps", mode="before")
     @classmethod
     def _not_bool(cls, value):
         if isinstance(value, bool):  # JSON true is not a frame count
             raise ValueError("must be an integer, not true/false")
         return value
 
-    @field_validator("prompt", "title", "style_id", "model", "orientation", "size", "kind")
+    @field_validator("prompt", "title", "style_id", "model", "orientation", "size", "kind", "negative_prompt")
     @classmethod
     def _encodable(cls, value: str | None) -> str | None:
         # JSON may carry lone surrogates ("\ud800"), which no database or file can store.

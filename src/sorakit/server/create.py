@@ -145,6 +145,7 @@ def admit(services: Services, row: dict) -> None:
     term = services.blocklist.first_match(row["prompt"])
     if term is None:
         services.store.admit(row["id"])
+        services.work_ready.set()
         return
     plain, markdown = violation_reasons(term)
     services.store.fail_unclaimed(row["id"], plain, generation={

@@ -25,6 +25,8 @@ class Services:
     blocklist: BlockList
     #: serialises quota check + insert, so two simultaneous creates cannot both take the last slot
     create_lock: threading.Lock = field(default_factory=threading.Lock)
+    #: set when a task is queued, so an idle worker starts it at once instead of at its next poll
+    work_ready: threading.Event = field(default_factory=threading.Event)
 
 
 def build_services(settings: Settings, engines: dict[str, Engine] | None = None) -> Services:

@@ -27,6 +27,8 @@ class WorkerPool:
     def stop(self, timeout: float = 10.0) -> None:
         """Ask every worker to stop; running tasks go back to the queue."""
         self.stopping.set()
+        for w in self.workers:
+            w.services.work_ready.set()  # wake idle workers so they see the stop at once
         deadline = time.monotonic() + timeout
         for w in self.workers:
             w.join(max(deadline - time.monotonic(), 0.1))

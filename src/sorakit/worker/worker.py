@@ -99,7 +99,10 @@ class Worker(threading.Thread):
             try:
                 claim = self._claim()
                 if claim is None:
-                    self.stopping.wait(self.poll_interval)
+                    # Woken by a new task in this process; the timeout covers other processes'
+                    # tasks and expired leases.
+                    self.services.work_ready.wait(self.poll_interval)
+                    self.services.work_ready.clear()
                     continue
                 self.execute(claim)
             except Exception:  # the worker outlives anything a task or the database throws
