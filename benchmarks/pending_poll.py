@@ -44,7 +44,8 @@ from sqlalchemy import insert
 from sorakit.config import Settings
 from sorakit.ids import new_id
 from sorakit.server import auth
-from sorakit.server.create import SIZES, creation_config
+from sorakit.engines.base import WEB_SIZES
+from sorakit.server.create import creation_config
 from sorakit.server.services import build_services
 from sorakit.store.schema import generations, tasks, users
 
@@ -93,7 +94,7 @@ def _prompt(rng: random.Random) -> str:
 def _task_row(rng: random.Random, user_id: str, status: str, created: float) -> dict:
     orientation = rng.choice(["portrait", "portrait", "landscape", "square"])
     size = rng.choice(["small", "small", "small", "large"])
-    width, height = SIZES[(size, orientation)]
+    width, height = WEB_SIZES[(size, orientation)]
     n_frames = rng.choice([150, 300, 300, 450])
     prompt = _prompt(rng)
     request = {"type": "video_gen", "prompt": prompt, "n_frames": n_frames, "orientation": orientation,

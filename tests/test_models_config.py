@@ -116,3 +116,20 @@ def test_zero_guidance_and_empty_negative_prompt_are_choices_not_defaults(tmp_pa
     args = engine.call_arguments(job)
     assert args["guidance_scale"] == 0.0 and args["negative_prompt"] == ""
     assert engine.call_arguments(RenderJob("t", "p", 64, 32, 9, 16, seed=1))["guidance_scale"] == 7.0
+
+
+def test_a_model_can_set_its_own_frame_rate(tmp_path):
+    from sorakit.engines.diffusers_engine import DiffusersEngine
+
+    engine = DiffusersEngine(parse_spec("wan22", {"family": "wan", "path": "x", "fps": 24, "max_frames": 121}),
+                             tmp_path)
+    plan = engine.plan("landscape", "small", 150)
+    assert plan.fps == 24 and plan.n_frames == 121  # 5 s at 24 fps, snapped to 4k+1
+
+
+def test_pull_without_a_network_says_so(tmp_path):
+    (tmp_path / "config.toml").write_text('[models.wan]\nfamily = "wan"\npath = "nobody/no-such-model"\n')
+    r = CliRunner().invoke(app, ["models", "pull", "wan", "--data-dir", str(tmp_path)],
+                           env={"HF_HUB_OFFLINE": "1", "COLUMNS": "200"})
+    assert r.exit_code == 1 and "could not download nobody/no-such-model" in r.output
+    assert "Traceback" not in r.output

@@ -100,7 +100,7 @@ class DiffusersEngine(Engine):
 
     def plan(self, orientation: str, size: str, n_frames: int, image: bool = False) -> Plan:
         return self.family.plan(orientation, size, n_frames, resolution=self.spec.resolution,
-                                max_frames=self.spec.max_frames, image=image)
+                                max_frames=self.spec.max_frames, image=image, fps=self.spec.fps)
 
     # -- availability -----------------------------------------------------------------------
     def files(self, image: bool = False) -> Path | None:
@@ -181,6 +181,8 @@ class DiffusersEngine(Engine):
             "generator": torch.Generator("cpu").manual_seed(job.seed if job.seed is not None else 0),
             "output_type": "np", **f.extra,
         }
+        if "frame_rate" in args:
+            args["frame_rate"] = job.fps  # LTX conditions its positions on the frame rate
         if job.image is not None:
             from PIL import Image
 

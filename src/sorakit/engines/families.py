@@ -57,8 +57,8 @@ class Family:
     min_steps: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def frames_for(self, n_frames_30fps: int, cap: int | None) -> int:
-        wanted = max(n_frames_30fps / 30 * self.fps, 1)
+    def frames_for(self, n_frames_30fps: int, cap: int | None, fps: int | None = None) -> int:
+        wanted = max(n_frames_30fps / 30 * (fps or self.fps), 1)
         limit = cap or self.max_frames
         k_max = max((limit - 1) // self.frame_step, 1)
         k = min(max(round((wanted - 1) / self.frame_step), 1), k_max)
@@ -76,11 +76,11 @@ class Family:
         return self.snap(width), self.snap(height)
 
     def plan(self, orientation: str, size: str, n_frames: int, *, resolution=None, max_frames=None,
-             image: bool = False) -> Plan:
+             image: bool = False, fps: int | None = None) -> Plan:
         if image and self.i2v_fixed_size:
             orientation = "landscape"
         width, height = self.size_for(size, orientation, resolution or {})
-        return Plan(width, height, self.frames_for(n_frames, max_frames), self.fps)
+        return Plan(width, height, self.frames_for(n_frames, max_frames, fps), fps or self.fps)
 
     def prompt_with_style(self, prompt: str, style_id: str | None) -> str:
         phrase = STYLES.get(style_id or "")

@@ -15,6 +15,7 @@
     negative_prompt = "..."         # default negative prompt (family default when absent)
     resolution = {small = [832, 480], large = [1280, 720]}   # landscape (w, h); portrait swaps
     max_frames = 81                 # longest clip in the model's own frames
+    fps = 16                        # the model's frame rate (Wan 2.2 TI2V 5B: 24, with max_frames 121)
 
 A hub id is looked for in the models dir (``sorakit models pull NAME`` puts it there) and in the
 Hugging Face cache; nothing is downloaded at run time.
@@ -49,6 +50,7 @@ class ModelSpec:
     negative_prompt: str | None = None
     resolution: dict[str, tuple[int, int]] = field(default_factory=dict)
     max_frames: int | None = None
+    fps: int | None = None
 
 
 def _resolution(name: str, raw: Any) -> dict[str, tuple[int, int]]:
