@@ -20,7 +20,7 @@ def test_precedence(tmp_path):
 def test_defaults(tmp_path):
     s = load_settings({"data_dir": tmp_path}, env={})
     assert (s.host, s.port, s.workers, s.max_frames, s.link_ttl_seconds) == ("127.0.0.1", 8000, 1, 750, 86400)
-    assert s.finished_window_seconds == 300 and s.lease_seconds == 30 and s.max_attempts == 3
+    assert s.finished_window_seconds == 15 and s.lease_seconds == 30 and s.max_attempts == 3
     assert s.blocked_terms == []
 
 

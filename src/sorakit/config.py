@@ -34,7 +34,9 @@ class Settings:
     preview_pace: float = 0.0
     public_base_url: str | None = None
     link_ttl_seconds: int = 24 * 3600
-    finished_window_seconds: float = 300.0
+    #: how long a finished task stays in ``pending/v2`` (PROTOCOL section 3: ~15 s serves every
+    #: known client; clients that wait for the task to leave stall for this long after each video)
+    finished_window_seconds: float = 15.0
     max_frames: int = 750
     max_prompt_chars: int = 10_000
     default_concurrency: int = 3
@@ -43,6 +45,19 @@ class Settings:
     lease_seconds: float = 30.0
     max_attempts: int = 3
     blocked_terms: list[str] = field(default_factory=list)
+    #: largest request body on JSON routes, in bytes (checked while reading, before parsing)
+    max_body_bytes: int = 256 * 1024
+    #: largest uploaded image, in bytes; and each user's total kept uploads
+    upload_max_bytes: int = 20 * 1024 * 1024
+    upload_quota_bytes: int = 500 * 1024 * 1024
+    #: uploads older than this are deleted (unless an unfinished task still needs them)
+    upload_retention_seconds: float = 7 * 86400.0
+    #: finished tasks with no draft left, and idempotency keys, are pruned after this long
+    task_retention_seconds: float = 30 * 86400.0
+    #: seconds between maintenance passes (temp leftovers, retention, WAL checkpoint)
+    maintenance_interval_seconds: float = 60.0
+    #: peers (IPs or CIDRs) whose X-Forwarded-Proto/-Host/-For headers are believed
+    trusted_proxies: list[str] = field(default_factory=list)
     default_engine: str = "preview"
     #: ``[models]``: a string value aliases a request ``model`` id to an engine or model name; a
     #: table defines a diffusers model of that name (see engines/models.py). ``sy_8``, ``sy_ore``
@@ -72,7 +87,7 @@ def _coerce(name: str, value: Any) -> Any:
     try:
         if name == "data_dir":
             return Path(value).expanduser()
-        if name == "blocked_terms":
+        if name in ("blocked_terms", "trusted_proxies"):
             items = value.split(",") if isinstance(value, str) else list(value)
             return [str(t).strip() for t in items if str(t).strip()]
         if name == "models":
@@ -136,6 +151,12 @@ def _validate(s: Settings) -> None:
         ("finished_window_seconds", s.finished_window_seconds >= 0),
         ("default_concurrency", s.default_concurrency >= 1),
         ("default_daily_limit", s.default_daily_limit >= 1), ("max_queue", s.max_queue >= 1),
+        ("max_body_bytes", s.max_body_bytes >= 16 * 1024), ("upload_max_bytes", s.upload_max_bytes >= 1024),
+        ("upload_quota_bytes", s.upload_quota_bytes >= s.upload_max_bytes),
+        ("upload_retention_seconds", s.upload_retention_seconds >= 3600),
+        # the daily quota counts the last 24 hours of tasks: they must outlive that
+        ("task_retention_seconds", s.task_retention_seconds >= 86400),
+        ("maintenance_interval_seconds", s.maintenance_interval_seconds > 0),
     ]
     for name, ok in checks:
         if not ok:

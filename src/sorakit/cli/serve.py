@@ -15,6 +15,7 @@ from ..server.services import Services, build_services
 from .common import DataDir, settings, write_private
 
 LOCAL_USER = "local"
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 LOCAL_TOKEN_TTL = 365 * 86400.0
 
 
@@ -49,10 +50,10 @@ def local_token(services: Services) -> str:
 def run_server(s: Settings, services: Services) -> None:
     import uvicorn
 
-    from ..server.app import create_app
+    from ..server.app import create_app, uvicorn_options
 
     app = create_app(s, services=services)
-    uvicorn.run(app, host=s.host, port=s.port, log_level="info")
+    uvicorn.run(app, host=s.host, port=s.port, log_level="info", **uvicorn_options(s))
 
 
 def serve(host: Annotated[str | None, typer.Option(help="Interface to listen on [127.0.0.1].")] = None,
@@ -71,6 +72,9 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to listen on 
     token_file = ensure_local_user(services)
     if token_file:
         typer.echo(f"First start: created user '{LOCAL_USER}'; its token is in {token_file}")
+    if not s.public_base_url and s.host not in LOOPBACK:
+        typer.echo(f"Note: links will name the host each request was sent to; behind a proxy or on a "
+                   f"network, set --public-base-url (and trusted_proxies) so they name the right one.")
     typer.echo(f"sorakit serving on http://{s.host}:{s.port} (data in {s.data_dir}, "
                f"{s.workers} worker(s), docs at /docs)")
     run_server(s, services)

@@ -27,10 +27,11 @@ class EmbeddedServer:
     def start(self, timeout: float = 30.0) -> EmbeddedServer:
         import uvicorn
 
-        from ..server.app import create_app
+        from ..server.app import create_app, uvicorn_options
 
         app = create_app(self.settings, services=self.services)
-        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+        self._server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on",
+                                                     **uvicorn_options(self.settings)))
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         name="sorakit-embedded", daemon=True)
         self._thread.start()

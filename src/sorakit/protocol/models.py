@@ -7,34 +7,41 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
+# Length bounds of known fields (unknown ones: protocol/bounds.py). Documented in the README.
+NAME = 200  # ids, enum-like words, model names
+TITLE = 1_000
+TEXT = 10_000  # prompts, captions, transcripts
+ITEMS = 10  # inpaint_items, cameo_ids
+
+
 class CreateRequest(BaseModel):
     """``POST /backend/nf/create``. Every key the web page sent; all but ``prompt`` optional."""
 
     model_config = ConfigDict(extra="allow")
 
-    kind: str | None = "video"
-    prompt: str
-    title: str | None = None
-    orientation: str | None = None
-    size: str | None = None
+    kind: str | None = Field("video", max_length=NAME)
+    prompt: str = Field(max_length=TEXT)  # the server's own limit (max_prompt_chars) is checked later
+    title: str | None = Field(None, max_length=TITLE)
+    orientation: str | None = Field(None, max_length=NAME)
+    size: str | None = Field(None, max_length=NAME)
     n_frames: int | None = None
-    model: str | None = None
-    inpaint_items: list[dict[str, Any]] | None = None
-    remix_target_id: str | None = None
-    style_id: str | None = None
+    model: str | None = Field(None, max_length=NAME)
+    inpaint_items: list[dict[str, Any]] | None = Field(None, max_length=ITEMS)
+    remix_target_id: str | None = Field(None, max_length=NAME)
+    style_id: str | None = Field(None, max_length=NAME)
     seed: int | None = Field(None, ge=0, lt=2**63)
-    cameo_ids: list[Any] | None = None
+    cameo_ids: list[Any] | None = Field(None, max_length=ITEMS)
     cameo_replacements: Any = None
-    storyboard_id: str | None = None
-    project_id: str | None = None
+    storyboard_id: str | None = Field(None, max_length=NAME)
+    project_id: str | None = Field(None, max_length=NAME)
     metadata: Any = None
-    audio_caption: str | None = None
-    audio_transcript: str | None = None
-    video_caption: str | None = None
+    audio_caption: str | None = Field(None, max_length=TEXT)
+    audio_transcript: str | None = Field(None, max_length=TEXT)
+    video_caption: str | None = Field(None, max_length=TEXT)
     use_image_as_first_frame: bool | None = None
     nsamples: int | None = None
     # sorakit extensions, used by the diffusers engines (the preview engine ignores them)
-    negative_prompt: str | None = Field(None, max_length=10_000)
+    negative_prompt: str | None = Field(None, max_length=TEXT)
     num_inference_steps: int | None = Field(None, ge=1, le=1000)
     guidance_scale: float | None = Field(None, ge=0, le=100)
 

@@ -10,8 +10,10 @@ from fastapi import FastAPI
 from .. import __version__
 from ..config import Settings
 from ..engines import Engine
-from . import handlers, routes_assets, routes_drafts, routes_misc, routes_nf, routes_uploads
+from . import handlers, openapi, routes_assets, routes_drafts, routes_misc, routes_nf, routes_uploads
 from .create import admit
+from .limits import BodyLimits
+from .maintenance import Maintenance
 from .services import Services, build_services
 
 log = logging.getLogger("sorakit.server")
@@ -19,11 +21,8 @@ log = logging.getLogger("sorakit.server")
 
 def _recover(services: Services) -> None:
     """Finish admitting tasks a crash caught between insert and moderation."""
-    from ..worker import sweep_media
-
     for task_id in services.store.preprocessing_ids():
         admit(services, services.store.task(task_id))
-    sweep_media(services)
 
 
 def create_app(settings: Settings, *, engines: dict[str, Engine] | None = None,
@@ -39,15 +38,29 @@ def create_app(settings: Settings, *, engines: dict[str, Engine] | None = None,
         pool = WorkerPool(services, count)
         app.state.pool = pool
         pool.start()
+        housekeeping = Maintenance(services)
+        housekeeping.start()  # its first pass sweeps what a crash left behind
         try:
             yield
         finally:
+            housekeeping.stop()
             pool.stop()
 
     app = FastAPI(title="sorakit", version=__version__, lifespan=lifespan,
                   description="A self-hosted server for the Sora web video API.")
     app.state.services = services
     handlers.install(app)
+    openapi.install(app)
+    app.add_middleware(BodyLimits, services=services)
     for module in (routes_nf, routes_drafts, routes_assets, routes_uploads, routes_misc):
         app.include_router(module.router)
     return app
+
+
+def uvicorn_options(settings: Settings) -> dict:
+    """How every sorakit server runs uvicorn: our log filters, and forwarded headers believed
+    from the configured proxies only (uvicorn alone would believe 127.0.0.1)."""
+    from .logs import uvicorn_log_config
+
+    return {"log_config": uvicorn_log_config(), "proxy_headers": bool(settings.trusted_proxies),
+            "forwarded_allow_ips": ",".join(settings.trusted_proxies) or "", "server_header": False}

@@ -11,6 +11,7 @@ from typing import Any
 from ..ids import new_id
 from ..moderation import violation_reasons
 from ..protocol import errors
+from ..protocol.bounds import safe_name
 from ..protocol.models import CreateRequest
 from ..store import IdempotencyConflict
 from .services import Services
@@ -34,18 +35,18 @@ def resolve_engine(services: Services, model: str) -> str:
     if model in services.engines:
         return model
     accepted = ", ".join(["sy_8", "sy_ore", "sy_8_YYYYMMDD", *aliases, *services.engines])
-    raise errors.invalid_request(f"Unknown model {model!r}. Accepted: {accepted}.", "model")
+    raise errors.invalid_request(f"Unknown model {_show(model)}. Accepted: {accepted}.", "model")
 
 
 def _engine(services: Services, model: str):
     name = resolve_engine(services, model)
     engine = services.engines.get(name)
     if engine is None:
-        raise errors.invalid_request(f"Model {model!r} maps to {name!r}, which this server does not have.",
+        raise errors.invalid_request(f"Model {_show(model)} maps to {name!r}, which this server does not have.",
                                      "model")
     reason = engine.unavailable()
     if reason:
-        raise errors.invalid_request(f"Model {model!r} cannot run here: {reason}", "model")
+        raise errors.invalid_request(f"Model {_show(model)} cannot run here: {reason}", "model")
     return name, engine
 
 
@@ -60,14 +61,19 @@ def _image_items(services: Services, items: list[dict] | None, user_id: str, eng
     if upload is None:
         raise errors.invalid_request("inpaint_items names an upload that does not exist.", "inpaint_items")
     if not engine.supports_image:
-        raise errors.invalid_request(f"Model {model!r} has no image-to-video pipeline here.", "inpaint_items")
+        raise errors.invalid_request(f"Model {_show(model)} has no image-to-video pipeline here.", "inpaint_items")
     return [{"kind": "upload", "upload_id": upload["id"]}]
+
+
+def _show(value: str) -> str:
+    """A client's value quoted in an error: short, so a huge field is never echoed back."""
+    return repr(safe_name(value))
 
 
 def _choice(value: str | None, default: str, allowed: tuple[str, ...], param: str) -> str:
     value = default if value is None else value
     if value not in allowed:
-        raise errors.invalid_request(f"{param} must be one of {', '.join(allowed)}; got {value!r}.", param)
+        raise errors.invalid_request(f"{param} must be one of {', '.join(allowed)}; got {_show(value)}.", param)
     return value
 
 
@@ -82,7 +88,7 @@ def _check_prompt(prompt: str, limit: int) -> str:
 
 def _check_unsupported(req: CreateRequest) -> None:
     if req.kind not in (None, "video"):
-        raise errors.invalid_request(f"kind must be 'video'; got {req.kind!r}.", "kind")
+        raise errors.invalid_request(f"kind must be 'video'; got {_show(req.kind)}.", "kind")
     if req.remix_target_id:
         raise errors.invalid_request("Remixing is not supported by this server yet.", "remix_target_id")
     if req.nsamples not in (None, 1):
@@ -122,17 +128,14 @@ def submit(services: Services, user: dict, req: CreateRequest, raw: dict, idem_k
     """Create (or replay) a task; returns its row. Raises ApiError for refusals."""
     store, digest = services.store, body_hash(raw)
     row = build_row(services, req, raw, user["id"])
+    hint = _retry_hint(services)
     try:
-        with services.create_lock:
-            if idem_key:
-                replayed = store.replay(user["id"], idem_key, digest)
-                if replayed:
-                    return replayed
-            services.quota.check_create(user, retry_hint=_retry_hint(services))
-            row, _ = store.create_task(row, idem_key, digest)
+        row, replayed = store.create_task(row, idem_key, digest,
+                                          check=lambda usage: services.quota.check_create(user, hint, usage))
     except IdempotencyConflict:
         raise errors.idempotency_conflict() from None
-    admit(services, row)
+    if not replayed:
+        admit(services, row)
     return store.task(row["id"])
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import Depends, Header, Request
 
 from . import auth
+from .limits import USER_STATE_KEY
+from .links import link_base
 from .services import Services
 from .shapes import Shaper
 
@@ -14,10 +16,13 @@ async def get_services(request: Request) -> Services:
     return request.app.state.services
 
 
-def current_user(services: Services = Depends(get_services),
+def current_user(request: Request, services: Services = Depends(get_services),
                  authorization: str | None = Header(None, include_in_schema=False)) -> dict:
-    return auth.authenticate(services.store, services.jwt_key, authorization)
+    # Requests with a body were authenticated by the body-limit middleware before it was read.
+    found = request.scope.get("state", {}).get(USER_STATE_KEY)
+    return found if found is not None else auth.authenticate(services.store, services.jwt_key, authorization)
 
 
 async def get_shaper(request: Request, services: Services = Depends(get_services)) -> Shaper:
-    return Shaper(services, str(request.base_url))
+    s = services.settings
+    return Shaper(services, link_base(request, s.public_base_url, s.trusted_proxies))

@@ -7,9 +7,12 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from ..protocol import errors
+from ..protocol.bounds import safe_name
 from ..protocol.errors import ApiError
 
 log = logging.getLogger("sorakit.server")
@@ -20,7 +23,8 @@ def respond(exc: ApiError) -> JSONResponse:
 
 
 def _validation_message(err: dict) -> tuple[str, str | None]:
-    loc = [str(p) for p in err.get("loc", ()) if p not in ("body", "query", "header", "path")]
+    # loc may hold the client's own dict keys: cut short and made encodable, never echoed whole
+    loc = [safe_name(p) for p in err.get("loc", ()) if p not in ("body", "query", "header", "path")]
     param = ".".join(loc) or None
     if err.get("type") == "json_invalid":
         return "The request body is not valid JSON.", None
@@ -37,11 +41,24 @@ async def _on_validation(_request: Request, exc: RequestValidationError) -> JSON
     return respond(errors.invalid_request(message, param))
 
 
-async def _on_http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves on this URL. Starlette's own ``Allow`` names only the first
+    route whose path matched, but one URL may be several routes (a draft's GET and DELETE)."""
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        if route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
+async def _on_http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     if exc.status_code == 404:
         return respond(errors.not_found("URL"))
     if exc.status_code == 405:
-        return respond(ApiError(405, "method_not_allowed", "This method is not allowed on this URL."))
+        # RFC 9110 requires Allow on 405; fall back to Starlette's when no route matched here.
+        allow = _allowed_methods(request) or (exc.headers or {}).get("Allow")
+        return respond(ApiError(405, "method_not_allowed", "This method is not allowed on this URL.",
+                                headers={"Allow": allow} if allow else None))
     code = "invalid_request" if 400 <= exc.status_code < 500 else "server_error"
     return respond(ApiError(exc.status_code, code, str(exc.detail),
                             type="invalid_request_error" if code == "invalid_request" else "server_error"))

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 
 from ..protocol import errors
-from ..store import Store
+from ..store import Store, Usage
 
 DAY = 24 * 3600.0
 
@@ -39,22 +39,28 @@ class Quota:
     def concurrency(self, user: dict) -> int:
         return user["concurrency_limit"] or self.default_concurrency
 
-    def balance(self, user: dict) -> Balance:
+    def daily_limit(self, user: dict) -> int:
+        return user["daily_limit"] or self.default_daily
+
+    def balance(self, user: dict, times: list[float] | None = None) -> Balance:
+        """The daily balance, from the user's creation times of the last 24 hours (read if not given)."""
         now = self.store.clock()
-        limit = user["daily_limit"] or self.default_daily
-        times = self.store.created_since(user["id"], now - DAY)
+        limit = self.daily_limit(user)
+        if times is None:
+            times = self.store.created_since(user["id"], now - DAY)
         # The slot that frees first so that used drops below the limit: the (used-limit+1)-th oldest.
         index = max(len(times) - limit, 0)
         resets = math.ceil(times[index] + DAY - now) if times else 0
         return Balance(daily_limit=limit, used=len(times), resets_in=max(resets, 0))
 
-    def check_create(self, user: dict, retry_hint: int) -> None:
-        """Raise the 429 or 503 a new task would get now."""
-        balance = self.balance(user)
+    def check_create(self, user: dict, retry_hint: int, usage: Usage) -> None:
+        """Raise the 429 or 503 a new task would get now; ``usage`` is read inside the
+        transaction that inserts the task, so the answer holds across processes."""
+        balance = self.balance(user, usage.created_since(self.store.clock() - DAY))
         if balance.remaining == 0:
             raise errors.rate_limit_exhausted(balance.daily_limit, max(balance.resets_in, 1))
-        active = self.store.count_active(user["id"])
+        active = usage.active()
         if active >= self.concurrency(user):
             raise errors.too_many_concurrent(active, retry_hint)
-        if self.store.count_queued() >= self.max_queue:
+        if usage.queued() >= self.max_queue:
             raise errors.heavy_load()

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Header
 from ..protocol import errors
 from ..protocol.models import CreateRequest
 from . import create
+from .bodies import json_body, openapi_body
 from .deps import current_user, get_services, get_shaper
 from .services import Services
 from .shapes import Shaper
@@ -14,14 +15,15 @@ from .shapes import Shaper
 router = APIRouter(prefix="/backend/nf", tags=["tasks"])
 
 
-@router.post("/create")
-def create_task(body: CreateRequest, user: dict = Depends(current_user),
+@router.post("/create", openapi_extra=openapi_body(CreateRequest))
+def create_task(user: dict = Depends(current_user),
+                parsed: tuple[CreateRequest, dict] = Depends(json_body(CreateRequest)),
                 services: Services = Depends(get_services),
                 idempotency_key: str | None = Header(None, alias="Idempotency-Key")) -> dict:
     """Start a video. Carries the union of the seed's and the live service's response keys."""
     if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
         raise errors.invalid_request("Idempotency-Key must be 1 to 255 characters.", "Idempotency-Key")
-    raw = body.model_dump(mode="json", exclude_unset=True)
+    body, raw = parsed
     task = create.submit(services, user, body, raw, idempotency_key)
     status = task["status"] if task["status"] in ("failed", "cancelled", "succeeded") else "pending"
     return {"id": task["id"], "status": status, "prompt": task["prompt"], "task_type": "video_gen",

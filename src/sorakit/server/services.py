@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from ..config import Settings
 from ..engines import Engine, build_engines
 from ..moderation import BlockList
+from ..private import private_dir, private_files
 from ..store import Store, open_store
 from .links import LinkSigner
 from .quota import Quota
@@ -23,15 +24,15 @@ class Services:
     signer: LinkSigner
     quota: Quota
     blocklist: BlockList
-    #: serialises quota check + insert, so two simultaneous creates cannot both take the last slot
-    create_lock: threading.Lock = field(default_factory=threading.Lock)
     #: set when a task is queued, so an idle worker starts it at once instead of at its next poll
     work_ready: threading.Event = field(default_factory=threading.Event)
 
 
 def build_services(settings: Settings, engines: dict[str, Engine] | None = None) -> Services:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     store = open_store(settings.db_path)
+    db = settings.db_path
+    private_files(db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"))
     master = master_secret(settings.data_dir)
     return Services(
         settings=settings, store=store,

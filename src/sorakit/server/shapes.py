@@ -39,7 +39,7 @@ class QueueView:
 class Shaper:
     def __init__(self, services: Services, base_url: str) -> None:
         self.services = services
-        self.base_url = (services.settings.public_base_url or base_url).rstrip("/")
+        self.base_url = base_url.rstrip("/")
 
     def link(self, gen_id: str, filename: str | None) -> str | None:
         if not filename:

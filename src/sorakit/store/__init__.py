@@ -6,9 +6,9 @@ from pathlib import Path
 
 from .db import sqlite_engine
 from .migrations import migrate
-from .store import ACTIVE, TERMINAL, Claim, IdempotencyConflict, NameTaken, Store
+from .store import ACTIVE, TERMINAL, Claim, IdempotencyConflict, NameTaken, Store, Usage
 
-__all__ = ["ACTIVE", "TERMINAL", "Claim", "IdempotencyConflict", "NameTaken", "Store", "open_store"]
+__all__ = ["ACTIVE", "TERMINAL", "Claim", "IdempotencyConflict", "NameTaken", "Store", "Usage", "open_store"]
 
 
 def open_store(db_path: Path) -> Store:

@@ -8,8 +8,11 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 
 
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
 def sqlite_engine(path: Path) -> Engine:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     engine = create_engine(f"sqlite:///{path}", connect_args={"check_same_thread": False, "timeout": 30})
 
     @event.listens_for(engine, "connect")
@@ -19,6 +22,8 @@ def sqlite_engine(path: Path) -> Engine:
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA synchronous=NORMAL")
+        # After each checkpoint that empties it, the WAL file is cut back to this size.
+        cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 

@@ -38,6 +38,39 @@ class Claim:
     owner: str
 
 
+class Usage:
+    """A user's counts as one transaction sees them (the quota's inputs)."""
+
+    def __init__(self, conn, user_id: str) -> None:
+        self.conn, self.user_id = conn, user_id
+
+    def active(self) -> int:
+        return _count_active(self.conn, self.user_id)
+
+    def created_since(self, since: float) -> list[float]:
+        return _created_since(self.conn, self.user_id, since)
+
+    def queued(self) -> int:
+        return _count_queued(self.conn)
+
+
+def _count_active(conn, user_id: str) -> int:
+    stmt = select(func.count()).select_from(tasks).where(tasks.c.user_id == user_id,
+                                                         tasks.c.status.in_(ACTIVE))
+    return conn.execute(stmt).scalar_one()
+
+
+def _created_since(conn, user_id: str, since: float) -> list[float]:
+    stmt = (select(tasks.c.created_at).where(tasks.c.user_id == user_id, tasks.c.created_at >= since)
+            .order_by(tasks.c.created_at))
+    return list(conn.execute(stmt).scalars())
+
+
+def _count_queued(conn) -> int:
+    stmt = select(func.count()).select_from(tasks).where(tasks.c.status.in_(("preprocessing", "queued")))
+    return conn.execute(stmt).scalar_one()
+
+
 def _row(row) -> dict[str, Any] | None:
     return dict(row._mapping) if row is not None else None
 
@@ -112,24 +145,29 @@ class Store:
         return self._write(stmt) == 1
 
     # -- creating tasks -------------------------------------------------------------------
-    def create_task(self, row: dict, idem_key: str | None = None, body_hash: str = "") -> tuple[dict, bool]:
-        """Insert a task; with an idempotency key, return ``(original, True)`` on a replay."""
+    def create_task(self, row: dict, idem_key: str | None = None, body_hash: str = "",
+                    check: Callable[[Usage], None] | None = None) -> tuple[dict, bool]:
+        """Insert a task; with an idempotency key, return ``(original, True)`` on a replay.
+
+        ``check`` sees the user's usage inside the inserting transaction and raises to refuse, so
+        a quota decision holds for any number of processes: on SQLite the transaction holds the
+        write lock from its first statement; elsewhere the user's row is locked first.
+        """
         now = self.clock()
         with self.engine.begin() as conn:
+            conn.execute(select(users.c.id).where(users.c.id == row["user_id"]).with_for_update())
             if idem_key:
                 original = self._replay(conn, row["user_id"], idem_key, body_hash, now)
                 if original:
                     return original, True
+            if check is not None:
+                check(Usage(conn, row["user_id"]))
+            if idem_key:
                 conn.execute(insert(idempotency_keys).values(
                     user_id=row["user_id"], key=idem_key, body_hash=body_hash,
                     task_id=row["id"], created_at=now))
             conn.execute(insert(tasks).values(**row))
         return row, False
-
-    def replay(self, user_id: str, key: str, body_hash: str) -> dict | None:
-        """The task an idempotency key already made; raises IdempotencyConflict on another body."""
-        with self.engine.begin() as conn:
-            return self._replay(conn, user_id, key, body_hash, self.clock())
 
     def _replay(self, conn, user_id: str, key: str, body_hash: str, now: float) -> dict | None:
         where = and_(idempotency_keys.c.user_id == user_id, idempotency_keys.c.key == key)
@@ -170,22 +208,17 @@ class Store:
         return self._all(stmt)
 
     def count_active(self, user_id: str) -> int:
-        stmt = select(func.count()).select_from(tasks).where(
-            tasks.c.user_id == user_id, tasks.c.status.in_(ACTIVE))
         with self._read() as conn:
-            return conn.execute(stmt).scalar_one()
+            return _count_active(conn, user_id)
 
     def created_since(self, user_id: str, since: float) -> list[float]:
         """Creation times of the user's tasks since ``since``, oldest first (daily quota)."""
-        stmt = (select(tasks.c.created_at).where(tasks.c.user_id == user_id, tasks.c.created_at >= since)
-                .order_by(tasks.c.created_at))
         with self._read() as conn:
-            return list(conn.execute(stmt).scalars())
+            return _created_since(conn, user_id, since)
 
     def count_queued(self) -> int:
-        stmt = select(func.count()).select_from(tasks).where(tasks.c.status.in_(("preprocessing", "queued")))
         with self._read() as conn:
-            return conn.execute(stmt).scalar_one()
+            return _count_queued(conn)
 
     def queue_order(self) -> list[str]:
         """Ids of queued tasks in the order workers will take them."""
@@ -294,9 +327,78 @@ class Store:
                 conn.execute(insert(generations).values(**generation))
 
     # -- uploads (image-to-video sources) ----------------------------------------------------
-    def add_upload(self, row: dict) -> dict:
-        self._write(insert(uploads).values(**row))
-        return row
+    def add_upload(self, row: dict, quota: int | None = None) -> tuple[bool, int]:
+        """Insert an upload unless it takes its user's kept bytes over ``quota``.
+
+        Returns ``(added, used)``, ``used`` being the user's bytes before this one. The sum and the
+        insert share one write transaction (``BEGIN IMMEDIATE`` on SQLite; elsewhere the user's row
+        is locked), so two processes cannot both take the last of a quota.
+        """
+        with self.engine.begin() as conn:
+            conn.execute(select(users.c.id).where(users.c.id == row["user_id"]).with_for_update())
+            used = self._upload_bytes(conn, row["user_id"])
+            if quota is not None and used + row["bytes"] > quota:
+                return False, used
+            conn.execute(insert(uploads).values(**row))
+        return True, used
+
+    @staticmethod
+    def _upload_bytes(conn, user_id: str) -> int:
+        stmt = select(func.coalesce(func.sum(uploads.c.bytes), 0)).where(uploads.c.user_id == user_id)
+        return int(conn.execute(stmt).scalar_one())
+
+    def upload_bytes(self, user_id: str) -> int:
+        with self._read() as conn:
+            return self._upload_bytes(conn, user_id)
+
+    def uploads_of(self, user_id: str) -> list[dict]:
+        """The user's uploads, newest first."""
+        return self._all(select(uploads).where(uploads.c.user_id == user_id)
+                         .order_by(uploads.c.created_at.desc(), uploads.c.id.desc()))
+
+    def upload_files(self) -> set[str]:
+        with self._read() as conn:
+            return set(conn.execute(select(uploads.c.file)).scalars())
+
+    @staticmethod
+    def _needed_uploads(conn, user_id: str | None = None) -> dict[str, list[str]]:
+        """Upload id -> ids of the unfinished tasks that name it (they read it when they run)."""
+        stmt = select(tasks.c.id, tasks.c.inpaint_items).where(tasks.c.status.in_(ACTIVE))
+        if user_id is not None:  # only its owner's tasks can name an upload
+            stmt = stmt.where(tasks.c.user_id == user_id)
+        needed: dict[str, list[str]] = {}
+        for task_id, items in conn.execute(stmt):
+            for item in items or []:
+                if isinstance(item, dict) and item.get("upload_id"):
+                    needed.setdefault(str(item["upload_id"]), []).append(task_id)
+        return needed
+
+    def delete_upload(self, upload_id: str, user_id: str) -> tuple[dict | None, list[str]]:
+        """Delete the user's upload unless an unfinished task names it.
+
+        Returns ``(row, needed_by)``: ``row`` is None when the user has no such upload; when
+        ``needed_by`` (task ids) is not empty nothing was deleted.
+        """
+        with self.engine.begin() as conn:
+            mine = and_(uploads.c.id == upload_id, uploads.c.user_id == user_id)
+            row = _row(conn.execute(select(uploads).where(mine)).first())
+            if row is None:
+                return None, []
+            needed_by = self._needed_uploads(conn, user_id).get(upload_id, [])
+            if not needed_by:
+                conn.execute(delete(uploads).where(mine))
+            return row, needed_by
+
+    def delete_uploads_before(self, before: float) -> list[dict]:
+        """Delete uploads created before ``before`` that no unfinished task names; returns them."""
+        with self.engine.begin() as conn:
+            stmt = select(uploads).where(uploads.c.created_at < before)
+            old = [dict(r._mapping) for r in conn.execute(stmt)]
+            needed = self._needed_uploads(conn)
+            gone = [r for r in old if r["id"] not in needed]
+            if gone:
+                conn.execute(delete(uploads).where(uploads.c.id.in_([r["id"] for r in gone])))
+            return gone
 
     def upload(self, upload_id: str, user_id: str | None = None) -> dict | None:
         stmt = select(uploads).where(uploads.c.id == upload_id)
@@ -337,6 +439,29 @@ class Store:
             if row is not None:
                 conn.execute(delete(generations).where(mine))
             return row
+
+    def held_task_ids(self) -> set[str]:
+        """Tasks a worker holds a current lease on (their temp files are live)."""
+        stmt = select(tasks.c.id).where(tasks.c.status.in_(("running", "processing")),
+                                        tasks.c.lease_expires >= self.clock())
+        with self._read() as conn:
+            return set(conn.execute(stmt).scalars())
+
+    # -- retention ------------------------------------------------------------------------
+    def prune(self, finished_before: float) -> tuple[int, int]:
+        """Delete finished tasks older than ``finished_before`` that no draft needs, and
+        idempotency keys past their window; returns ``(tasks, keys)`` deleted."""
+        now = self.clock()
+        has_draft = select(generations.c.id).where(generations.c.task_id == tasks.c.id).exists()
+        old = and_(tasks.c.status.in_(TERMINAL), tasks.c.finished_at < finished_before, ~has_draft)
+        with self.engine.begin() as conn:
+            keys = conn.execute(delete(idempotency_keys).where(
+                idempotency_keys.c.created_at < now - IDEMPOTENCY_WINDOW)).rowcount
+            # A key naming a task we are about to delete goes too (it could only replay a 404).
+            doomed = select(tasks.c.id).where(old)
+            keys += conn.execute(delete(idempotency_keys).where(idempotency_keys.c.task_id.in_(doomed))).rowcount
+            removed = conn.execute(delete(tasks).where(old)).rowcount
+        return removed, keys
 
     def known_generation_ids(self) -> set[str]:
         with self._read() as conn:

@@ -21,6 +21,7 @@ from pathlib import Path
 from ..engines import Cancelled, EngineError, RenderJob
 from ..ids import new_id
 from ..media.encode import encode_mp4, write_webp_thumbnail
+from ..private import private_dir, private_files
 from ..server.create import creation_config
 from ..server.services import Services
 from ..store import Claim
@@ -153,7 +154,7 @@ class Run:
             raise EngineError(f"The engine {self.task['engine']!r} is not available on this server.",
                               code="engine_unavailable")
         ctx = TaskContext(self.services, self.claim, self.heartbeat, engine.progress_share)
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.tmp_dir)
         video, thumb = self.tmp_dir / "video.mp4", self.tmp_dir / "thumbnail.webp"
         result = encode_mp4(engine.frames(self._job(), ctx), video, width=self.task["width"],
                             height=self.task["height"], fps=self.task["fps"], on_frame=ctx.on_frame,
@@ -174,14 +175,15 @@ class Run:
         if not items:
             return None
         upload = self.store.upload(items[0]["upload_id"])
-        if upload is None:
+        path = self.services.settings.data_dir / "uploads" / upload["file"] if upload else None
+        if path is None or not path.is_file():
             raise EngineError("The uploaded image of this task no longer exists.", code="upload_missing")
-        return self.services.settings.data_dir / "uploads" / upload["file"]
+        return path
 
     def _publish(self, engine, video: Path, thumb: Path, n_frames: int) -> None:
         gen_id = new_id("gen")
-        final = self.services.settings.media_dir / gen_id
-        final.mkdir(parents=True)
+        final = private_dir(self.services.settings.media_dir / gen_id)
+        private_files(video, thumb)
         os.replace(video, final / "video.mp4")
         os.replace(thumb, final / "thumbnail.webp")
         row = self._generation(gen_id, "sora_draft", engine=engine.describe(), n_frames=n_frames,
