@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from fastapi import APIRouter, Depends, FastAPI
 
 from conftest import ERROR_KEYS, assert_error
+from sorakit.server import openapi
+from sorakit.server.deps import current_user
 
 ENVELOPE = {"$ref": "#/components/schemas/ErrorEnvelope"}
 
@@ -86,3 +89,17 @@ def test_405_lists_every_route_on_the_url(api):
     response = api.client.post("/assets/gen_x/video.mp4")
     assert_error(response, 405, "method_not_allowed")
     assert response.headers["allow"] == "GET, HEAD"
+
+
+def test_token_routes_are_found_by_their_dependency_not_their_path():
+    # A router-level dependency counts too, and a path outside /backend would still be marked.
+    app = FastAPI()
+    openapi.install(app)
+    router = APIRouter(prefix="/extra", dependencies=[Depends(current_user)])
+    router.add_api_route("/{item_id}", lambda item_id: {}, methods=["GET"])
+    app.include_router(router)
+    app.add_api_route("/open", lambda: {}, methods=["GET"])
+    paths = app.openapi()["paths"]
+    assert paths["/extra/{item_id}"]["get"]["security"] == [{"bearerAuth": []}]
+    assert {"401", "404"} <= set(paths["/extra/{item_id}"]["get"]["responses"])
+    assert "security" not in paths["/open"]["get"]

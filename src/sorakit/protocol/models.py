@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -19,12 +19,12 @@ class CreateRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    kind: str | None = Field("video", max_length=NAME)
-    prompt: str = Field(max_length=TEXT)  # the server's own limit (max_prompt_chars) is checked later
+    kind: Literal["video"] | None = "video"
+    prompt: str = Field(min_length=1, max_length=TEXT)  # the server's own limit (max_prompt_chars) is checked later
     title: str | None = Field(None, max_length=TITLE)
     orientation: str | None = Field(None, max_length=NAME)
     size: str | None = Field(None, max_length=NAME)
-    n_frames: int | None = None
+    n_frames: int | None = Field(None, ge=1)  # the upper bound is the server's max_frames
     model: str | None = Field(None, max_length=NAME)
     inpaint_items: list[dict[str, Any]] | None = Field(None, max_length=ITEMS)
     remix_target_id: str | None = Field(None, max_length=NAME)

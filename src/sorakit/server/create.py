@@ -87,8 +87,6 @@ def _check_prompt(prompt: str, limit: int) -> str:
 
 
 def _check_unsupported(req: CreateRequest) -> None:
-    if req.kind not in (None, "video"):
-        raise errors.invalid_request(f"kind must be 'video'; got {_show(req.kind)}.", "kind")
     if req.remix_target_id:
         raise errors.invalid_request("Remixing is not supported by this server yet.", "remix_target_id")
     if req.nsamples not in (None, 1):

@@ -52,7 +52,9 @@ class LinkSigner:
         """``None`` when the link is good, else the reason it is refused."""
         if not (se and sp and sig):
             return "Signature fields not well formed."
-        if not hmac.compare_digest(self._sig(path, se, sp), sig) or sp != "r":
+        # compare bytes: compare_digest refuses str with non-ASCII characters (a forged link may have them)
+        given = sig.encode("utf-8", "surrogateescape")
+        if not hmac.compare_digest(self._sig(path, se, sp).encode(), given) or sp != "r":
             return "Signature did not match."
         expiry = _parse_iso(se)
         if expiry is None or expiry < (time.time() if now is None else now):

@@ -23,7 +23,8 @@ from .deps import current_user
 
 BEARER = "bearerAuth"
 ENVELOPE_REF = "#/components/schemas/ErrorEnvelope"
-# Statuses whose answer depends on load, not on the request: clients should come back later.
+# Routes that pass the quota and queue checks, which run inside the handler (create.submit) where
+# the dependency tree cannot show them: they may answer 429 and 503.
 THROTTLED = {("POST", "/backend/nf/create")}
 
 _DESCRIPTIONS = {
@@ -63,7 +64,8 @@ def _amend(app: FastAPI, document: dict[str, Any]) -> None:
     components = document.setdefault("components", {})
     components.setdefault("securitySchemes", {})[BEARER] = {
         "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-        "description": "A token from `sorakit token create NAME` or `GET /api/auth/session` (PROTOCOL section 1)."}
+        "description": "A token from `sorakit token create NAME`, or the `accessToken` of "
+                       "`GET /api/auth/session` (PROTOCOL section 1)."}
     schemas = components.setdefault("schemas", {})
     schemas.update(_envelope_schemas())
     for route, method, operation in _operations(app, document):
@@ -92,6 +94,15 @@ def _describe(route: Any, method: str, operation: dict) -> None:
     if route.endpoint is routes_assets.asset:
         _describe_asset(operation)
         return
+    statuses = _statuses(route, method, operation, validates)
+    for status in sorted(statuses):
+        responses[str(status)] = _error_response(status)
+    if 401 in statuses:
+        operation["security"] = [{BEARER: []}]
+
+
+def _statuses(route: Any, method: str, operation: dict, validates: bool) -> set[int]:
+    """The error statuses a route can answer, read from what it depends on and takes."""
     # Routes may read their body themselves and document it with openapi_extra, so the document,
     # not route.body_field, says whether there is one.
     has_body = "requestBody" in operation
@@ -100,17 +111,15 @@ def _describe(route: Any, method: str, operation: dict) -> None:
         statuses.add(400)
     if _needs(route.dependant, current_user):
         statuses.add(401)
-        operation["security"] = [{BEARER: []}]
     if route.dependant.path_params:
         statuses.add(404)
-    if has_body:
-        statuses.add(413)
     if any(p.alias.lower() == "idempotency-key" for p in route.dependant.header_params):
         statuses.add(409)
+    if has_body:
+        statuses.add(413)
     if (method, route.path_format) in THROTTLED:
         statuses |= {429, 503}
-    for status in sorted(statuses):
-        responses[str(status)] = _error_response(status)
+    return statuses
 
 
 def _needs(dependant: Dependant, call: Any) -> bool:

@@ -19,10 +19,9 @@ router = APIRouter(prefix="/backend/nf", tags=["tasks"])
 def create_task(user: dict = Depends(current_user),
                 parsed: tuple[CreateRequest, dict] = Depends(json_body(CreateRequest)),
                 services: Services = Depends(get_services),
-                idempotency_key: str | None = Header(None, alias="Idempotency-Key")) -> dict:
+                idempotency_key: str | None = Header(None, alias="Idempotency-Key", min_length=1,
+                                                     max_length=255)) -> dict:
     """Start a video. Carries the union of the seed's and the live service's response keys."""
-    if idempotency_key is not None and not 0 < len(idempotency_key) <= 255:
-        raise errors.invalid_request("Idempotency-Key must be 1 to 255 characters.", "Idempotency-Key")
     body, raw = parsed
     task = create.submit(services, user, body, raw, idempotency_key)
     status = task["status"] if task["status"] in ("failed", "cancelled", "succeeded") else "pending"
