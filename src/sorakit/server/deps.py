@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Depends, Header, Request
 
 from . import auth
-from .limits import USER_STATE_KEY
+from .limits import USER_SCOPE_KEY
 from .links import link_base
 from .services import Services
 from .shapes import Shaper
@@ -19,7 +19,7 @@ async def get_services(request: Request) -> Services:
 def current_user(request: Request, services: Services = Depends(get_services),
                  authorization: str | None = Header(None, include_in_schema=False)) -> dict:
     # Requests with a body were authenticated by the body-limit middleware before it was read.
-    found = request.scope.get("state", {}).get(USER_STATE_KEY)
+    found = request.scope.get(USER_SCOPE_KEY)
     return found if found is not None else auth.authenticate(services.store, services.jwt_key, authorization)
 
 

@@ -4,7 +4,7 @@ A pure ASGI middleware, so it runs before FastAPI parses anything:
 
 1. A declared ``Content-Length`` over the route's limit is refused with 413 at once.
 2. On token-protected paths a request with a body is authenticated first (401 without reading a
-   byte of it); the user found is kept in the request state, so the route does not look again.
+   byte of it); the user found is kept in the request scope, so the route does not look again.
 3. The body is counted as it arrives; past the limit the read fails with 413, whatever
    ``Content-Length`` claimed (or with chunked encoding, where it claims nothing).
 
@@ -26,7 +26,7 @@ from .services import Services
 PROTECTED_PREFIXES = ("/backend/", "/v1/")
 UPLOAD_ROUTES = {("POST", "/backend/uploads")}
 MULTIPART_ROOM = 64 * 1024  # boundaries, part headers and small form fields around the file
-USER_STATE_KEY = "user"
+USER_SCOPE_KEY = "sorakit.user"  # its own scope key: scope["state"] may be shared by a server
 
 
 class BodyTooLarge(ApiError, HTTPException):
@@ -95,7 +95,7 @@ class BodyLimits:
             except ApiError as exc:
                 await _answer(scope, receive, send, exc)
                 return
-            scope.setdefault("state", {})[USER_STATE_KEY] = user
+            scope[USER_SCOPE_KEY] = user
         await self._counted(scope, receive, send, limit)
 
     async def _counted(self, scope: Scope, receive: Receive, send: Send, limit: int) -> None:
