@@ -12,6 +12,10 @@ the original task). Before resending such a row, the server's recent tasks are s
 this row made, which covers servers that ignore the key. The concurrency cap is learned from the
 server's 429 ``too_many_concurrent_tasks``; the daily limit (``rate_limit_exhausted``) stops new
 submissions while the running ones finish.
+
+A server that goes away (a restart, a network cut) is waited out for the client's
+``RetryPolicy.max_outage`` seconds, each attempt reported as an ``outage`` event; an error that
+outlasts it stops the run (the journal keeps everything for the next one).
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import itertools
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -28,13 +33,13 @@ from typing import Any
 
 from ..client import errors, files
 from ..client.core import Core, Watch, epoch_seconds
+from ..client.outage import Outage, OutageEvent
 from ..client.sync import SoraClient, draft_with_task, sidecar_data
 from .journal import Entry, Journal
 from .rows import Row
 
 EXIT_OK, EXIT_FAILED, EXIT_DAILY_LIMIT, EXIT_INTERRUPTED = 0, 1, 4, 130
 BUSY_RETRY = 5.0  # seconds to wait after a 429 without Retry-After when none of ours is running
-MAX_SUBMIT_ERRORS = 5  # consecutive failed create requests (transport, 5xx) before giving up
 FIND_CLOCK_SKEW = 2.0
 MAX_DRAFTS_SEARCHED = 300  # for a row that may have been sent before a crash
 CAP_MEMORY = 3600.0  # seconds a learned concurrency cap is trusted by the next run of the batch
@@ -45,7 +50,9 @@ class Event:
     """What ``run_batch`` reports to ``on_event`` as it goes.
 
     ``kind``: ``warning``, ``info``, ``state`` (a row changed state), ``progress`` (a running
-    task moved), ``cap`` (the concurrency cap was learned), ``daily_limit`` (the quota ran out).
+    task moved), ``cap`` (the concurrency cap was learned), ``daily_limit`` (the quota ran out),
+    ``outage`` (an attempt failed while the server is out, or the server is back: ``message``
+    says which).
     """
 
     kind: str
@@ -113,16 +120,17 @@ def run_batch(client: SoraClient, rows: Iterable[Row], journal: Journal | str | 
     ``defaults`` fill request fields a row leaves unset (``orientation``, ``size``, ``n_frames``,
     ``model``, ``style_id``); ``max_in_flight`` is an upper bound on tasks at once (the server's
     own cap is learned either way); ``poll_interval`` fixes the seconds between polls (default:
-    the client's 2 to 3 s, slower while nothing moves). Raises ``KeyboardInterrupt`` and
-    transport or authentication errors as they come: the journal is consistent at every
-    instant, so running again resumes.
+    the client's 2 to 3 s, slower while nothing moves). Raises ``KeyboardInterrupt``,
+    authentication errors, and transport or server errors that outlasted the client's
+    ``max_outage``: the journal is consistent at every instant, so running again resumes.
     """
     owned = not isinstance(journal, Journal)
     jr = Journal(journal) if owned else journal
     try:
         runner = _Runner(client, jr, Path(out_dir), template, defaults or {}, max_in_flight,
                          poll_interval, on_event)
-        return runner.run(list(rows), retry_failed, check_quota)
+        with runner.relaying_outages():
+            return runner.run(list(rows), retry_failed, check_quota)
     finally:
         if owned:
             jr.close()
@@ -149,11 +157,28 @@ class _Runner:
         self.watches: dict[str, tuple[Watch, Entry]] = {}
         self.hold_until = 0.0  # after a 429: no new submission before this ...
         self.hold_slots = 0  # ... unless fewer than this many of ours are still running
-        self.submit_errors = 0
+        self.throttled: Outage | None = None  # creates refused by a 429 that names no limit
         self.interval: float | None = None
         self.result = BatchResult([], self.out_dir, journal.path.resolve())
 
     # -- reporting ----------------------------------------------------------------------------
+    @contextmanager
+    def relaying_outages(self) -> Iterator[None]:
+        """The client's outage reports become batch events (still reaching whoever listened before)."""
+        core = self.client.core
+        before = core.on_outage
+
+        def relay(event: OutageEvent) -> None:
+            if before:
+                before(event)
+            self.emit("outage", event.message)
+
+        core.on_outage = relay
+        try:
+            yield
+        finally:
+            core.on_outage = before
+
     def emit(self, kind: str, message: str = "", entry: Entry | None = None) -> None:
         if kind == "warning":
             self.result.warnings.append(message)
@@ -202,9 +227,9 @@ class _Runner:
     def check_quota(self) -> None:
         try:
             usage = self.client.usage()
-        except errors.AuthenticationError:
-            raise
         except errors.SoraError as exc:
+            if _fatal(exc):
+                raise
             self.emit("warning", f"could not read the remaining quota ({exc.message})")
             return
         balance = (usage or {}).get("rate_limit_and_credit_balance") or {}
@@ -285,16 +310,15 @@ class _Runner:
             self.daily_limit(exc)
         except (errors.BadRequestError, errors.ConflictError) as exc:
             self.move(entry, "failed", "refused", reason=exc.message)
-        except (errors.TransportError, errors.ServerError, errors.RateLimitError) as exc:
-            self.submit_errors += 1
-            if self.submit_errors >= MAX_SUBMIT_ERRORS:
-                raise
-            delay = self.client.core.retry.delay(self.submit_errors, getattr(exc, "retry_after", None))
+        except errors.RateLimitError as exc:  # a 429 naming no limit (create waits out the rest)
+            # timed like an outage (the warning below tells of it: no outage report as well)
+            self.throttled = self.throttled or Outage(self.client.core.retry)
+            delay = self.throttled.pause(exc)  # raises once it has lasted max_outage
             self.hold_until, self.hold_slots = time.monotonic() + delay, 0
             self.emit("warning", f"row {entry.idx}: could not submit ({exc.message}); trying again "
                                  f"in {delay:.0f} s with the same Idempotency-Key")
         else:
-            self.submit_errors = 0
+            self.throttled = None
             self.attach(entry, task, "submitted")
             return True
         return False
@@ -352,7 +376,7 @@ class _Runner:
                 if fits(draft, "task_id") and draft.get("task_id"):
                     return {"id": draft["task_id"], "status": "succeeded"}
         except errors.SoraError as exc:
-            if isinstance(exc, errors.AuthenticationError):
+            if _fatal(exc):
                 raise
         return None  # not found (or cannot tell): the same Idempotency-Key makes resending safe
 
@@ -399,7 +423,7 @@ class _Runner:
         self.emit("progress", "downloading", entry)
         try:
             sha = self.client.download(draft_with_task(draft, task), path)
-        except (errors.DownloadError, errors.TransportError, errors.NotFoundError) as exc:
+        except (errors.DownloadError, errors.NotFoundError) as exc:  # an outage it outlasted stops the run
             self.journal.update(entry, "download failed", reason=f"download failed: {exc.message}")
             self.emit("warning", f"row {entry.idx}: the download of {entry.task_id} failed ({exc.message}); "
                                  "it stays submitted: run again to fetch it")
@@ -409,6 +433,11 @@ class _Runner:
         data["batch"] = {"journal": str(self.journal.path), "row": entry.idx, "line": entry.line}
         files.write_sidecar(path, data)
         self.move(entry, "done", "downloaded", sha256=sha, reason=None)
+
+
+def _fatal(exc: errors.SoraError) -> bool:
+    """Errors a best-effort lookup must not swallow: bad credentials, and a server out for good."""
+    return isinstance(exc, errors.AuthenticationError) or exc.outage is not None
 
 
 def duration_words(seconds: float | None) -> str:

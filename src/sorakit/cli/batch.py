@@ -26,7 +26,7 @@ from ..batch.rows import ORIENTATIONS, SIZES, frames_from
 from ..batch.runner import EXIT_INTERRUPTED, BatchResult, Event, check_template, duration_words
 from ..client import errors, files
 from .common import exit_code_for, fail
-from .connect import connect
+from .connect import MaxOutage, connect
 
 TABLE_ROWS = 20
 STATE_STYLE = {"pending": "dim", "submitting": "yellow", "submitted": "cyan", "done": "green", "failed": "red"}
@@ -67,6 +67,7 @@ def batch(
     poll_interval: Annotated[float | None, typer.Option(min=0.1, help="Seconds between polls (default: 2 to 3, "
                                                         "slower while nothing moves).",
                                                         show_default=False)] = None,
+    max_outage: MaxOutage = None,
 ) -> None:
     """Make a video for every row of FILE; run it again to resume after a crash or Ctrl-C."""
     defaults = _defaults(orientation, size, seconds, frames, model, style)
@@ -84,7 +85,7 @@ def batch(
     except JournalError as exc:
         fail(str(exc))
     try:
-        result = _run(err, jr, rows, out_dir, output, server, token, defaults, max_in_flight,
+        result = _run(err, jr, rows, out_dir, output, server, token, max_outage, defaults, max_in_flight,
                       retry_failed, poll_interval)
     except KeyboardInterrupt:
         _say(err, f"\ninterrupted. Progress is saved in {jr.path}; to resume, run the same command "
@@ -120,9 +121,9 @@ def _defaults(orientation, size, seconds, frames, model, style) -> dict:
             "n_frames": n_frames, "model": model, "style_id": style}
 
 
-def _run(err: Console, jr: Journal, rows, out_dir, template, server, token, defaults, max_in_flight,
-         retry_failed, poll_interval) -> BatchResult:
-    connection = connect(server, token)
+def _run(err: Console, jr: Journal, rows, out_dir, template, server, token, max_outage, defaults,
+         max_in_flight, retry_failed, poll_interval) -> BatchResult:
+    connection = connect(server, token, max_outage=max_outage)  # outages reach the view as events
     view = _View(err, jr)
     try:
         with view:
@@ -155,6 +156,8 @@ class _View:
     def event(self, event: Event) -> None:
         if event.kind in ("warning", "daily_limit"):
             _say(self.console, f"warning: {event.message}", "yellow")
+        elif event.kind == "outage":
+            _say(self.console, event.message, "yellow")
         elif event.kind in ("cap", "info"):
             _say(self.console, event.message)
         elif event.kind == "state" and self.live is None and _worth_a_line(event):

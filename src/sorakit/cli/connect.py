@@ -1,21 +1,44 @@
-"""Which server a client command talks to, with which credentials.
+"""Which server a client command talks to, with which credentials, and how long it waits for it.
 
 Server: ``--server`` > ``SORAKIT_SERVER`` > the saved config (``sorakit login``) > an embedded
 server over the default data dir. Token: ``--token`` > ``SORAKIT_TOKEN`` > the saved config (for
 its own server) > the data dir's ``local.token`` (embedded, or a server on this machine).
+Outage: ``--max-outage`` > ``SORAKIT_MAX_OUTAGE`` > ``max_outage`` in the saved config > the
+command's default (5 minutes for generate, download and batch; 10 s for status, list and usage).
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 from urllib.parse import urlsplit
 
-from ..client import RetryPolicy, SoraClient
+import typer
+from rich.console import Console
+
+from ..client import OutageEvent, RetryPolicy, SoraClient
 from ..client import config as client_config
 from ..client.embedded import EmbeddedServer
 from ..config import load_settings
+from .common import fail
 from .serve import local_token
+
+LONG_OUTAGE = RetryPolicy.max_outage  # generate, download, batch: worth waiting out a restart
+QUICK_OUTAGE = 10.0  # status, list, usage: someone is waiting for a one-screen answer
+
+
+def max_outage_option(default: float):
+    """The ``--max-outage`` option, its help naming this command's default."""
+    return Annotated[float | None, typer.Option(
+        "--max-outage", min=0.0, metavar="SECONDS", show_default=False,
+        help=f"Keep retrying a server that stopped answering for up to SECONDS (default {default:g}; "
+             "SORAKIT_MAX_OUTAGE, or max_outage in client.toml); 0: fail at once.")]
+
+
+MaxOutage = max_outage_option(LONG_OUTAGE)
+QuickMaxOutage = max_outage_option(QUICK_OUTAGE)
 
 
 @dataclass
@@ -45,9 +68,43 @@ def _local_token_file() -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
-def connect(server: str | None = None, token: str | None = None, *, retry: RetryPolicy | None = None,
-            poll_interval: tuple[float, float] = (2.0, 3.0)) -> Connection:
+def _seconds(value: float | str) -> float | None:
+    try:
+        seconds = float(value)
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None  # NaN fails this too
+
+
+def outage_limit(flag: float | None, saved: dict[str, str], default: float) -> float:
+    """Seconds to wait out an outage: the flag, the environment, the saved config, the default."""
+    sources = (("--max-outage", flag), ("SORAKIT_MAX_OUTAGE", os.environ.get("SORAKIT_MAX_OUTAGE")),
+               (f"max_outage in {client_config.config_path()}", saved.get("max_outage")))
+    for where, value in sources:
+        if value is None or value == "":
+            continue
+        seconds = _seconds(value)
+        if seconds is None:
+            fail(f"{where}: {value!r} is not a number of seconds (0 or more)", code=2)
+        return seconds
+    return default
+
+
+def print_outages(console: Console | None = None) -> Callable[[OutageEvent], None]:
+    """Outage reports as lines on stderr (through ``console``, so a live display stays whole)."""
+    console = console or Console(stderr=True)
+
+    def show(event: OutageEvent) -> None:
+        console.print(event.message, style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+    return show
+
+
+def connect(server: str | None = None, token: str | None = None, *, max_outage: float | None = None,
+            default_outage: float = LONG_OUTAGE, on_outage: Callable[[OutageEvent], None] | None = None,
+            retry: RetryPolicy | None = None, poll_interval: tuple[float, float] = (2.0, 3.0)) -> Connection:
     saved = client_config.load()
+    retry = retry or RetryPolicy(max_outage=outage_limit(max_outage, saved, default_outage))
     server = server or os.environ.get("SORAKIT_SERVER") or saved.get("server")
     embedded = None
     if not server:
@@ -57,5 +114,5 @@ def connect(server: str | None = None, token: str | None = None, *, retry: Retry
     token = (token or os.environ.get("SORAKIT_TOKEN") or (saved.get("token") if saved_applies else None)
              or (_local_token_file() if _is_loopback(server) else None))
     extra = {k: saved.get(k) for k in ("cookie", "device_id", "sentinel_token", "user_agent")} if saved_applies else {}
-    client = SoraClient(server, token, retry=retry, poll_interval=poll_interval, **extra)
+    client = SoraClient(server, token, retry=retry, poll_interval=poll_interval, on_outage=on_outage, **extra)
     return Connection(client, server.rstrip("/"), embedded)

@@ -10,11 +10,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..client import errors, files
+from ..client import OutageEvent, errors, files
 from ..client.core import Core
 from ..client.sync import sidecar_data
 from .common import EXIT_INTERRUPTED, client_error_exit, fail
-from .connect import Connection, connect
+from .connect import Connection, MaxOutage, connect, print_outages
 
 SECONDS = (5, 10, 15, 20, 25)
 Server = Annotated[str | None, typer.Option("--server", help="API base URL (SORAKIT_SERVER); "
@@ -34,13 +34,17 @@ def frames_for(seconds: int | None, frames: int | None) -> int:
 
 
 class ProgressView:
-    """A Rich progress bar fed by task snapshots: status, queue position, percent, elapsed."""
+    """A Rich progress bar fed by task snapshots: status, queue position, percent, elapsed.
+
+    During an outage each attempt prints a line above it and the bar says ``retrying``.
+    """
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress(TextColumn("{task.fields[status]:<12}"), BarColumn(),
                                  TextColumn("{task.percentage:>5.1f}%"), TextColumn("{task.fields[queue]}"),
                                  TimeElapsedColumn(), console=console, transient=False)
         self.bar = self.progress.add_task("video", total=1.0, status="submitting", queue="")
+        self._say = print_outages(console)
 
     def update(self, task: dict) -> None:
         pos = task.get("progress_pos_in_queue")
@@ -50,6 +54,11 @@ class ProgressView:
 
     def bytes(self, count: int) -> None:
         self.progress.update(self.bar, status="downloading", queue=f"{count / 1e6:.1f} MB")
+
+    def outage(self, event: OutageEvent) -> None:
+        self._say(event)
+        status = "retrying" if event.state == "waiting" else "reconnected"
+        self.progress.update(self.bar, status=status, queue="")
 
 
 def _detached(task_id: str | None, conn: Connection) -> None:
@@ -73,7 +82,8 @@ def generate(prompt: str,
                                                  "{gen_id} {prompt_slug} {date} {index}.")] = files.DEFAULT_TEMPLATE,
              no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the task id and return.")] = False,
              timeout: Annotated[float | None, typer.Option(help="Give up waiting after SECONDS.")] = None,
-             server: Server = None, token: Token = None, as_json: Json = False) -> None:
+             server: Server = None, token: Token = None, max_outage: MaxOutage = None,
+             as_json: Json = False) -> None:
     """Generate a video from PROMPT and download it."""
     try:
         files.check_template(output)  # before anything is created: a typo must not cost a video
@@ -82,7 +92,7 @@ def generate(prompt: str,
     fields = dict(orientation=orientation, size=size, model=model, style_id=style, seed=seed,
                   n_frames=frames_for(seconds, frames))
     try:
-        with connect(server, token) as conn:
+        with connect(server, token, max_outage=max_outage) as conn:
             _generate(conn, prompt, fields, output, no_wait, timeout, as_json)
     except errors.SoraError as exc:
         client_error_exit(exc)
@@ -93,14 +103,14 @@ def generate(prompt: str,
 def _generate(conn: Connection, prompt: str, fields: dict, output: str, no_wait: bool,
               timeout: float | None, as_json: bool) -> None:
     client, task_id = conn.client, None
-    console = Console(stderr=True)
+    view = ProgressView(Console(stderr=True))
+    client.core.on_outage = view.outage  # shown from the create on, bar or no bar
     started = time.time()
     try:
         task_id = client.create(prompt, **fields)["id"]
         if no_wait:
             typer.echo(json.dumps({"task_id": task_id}) if as_json else task_id)
             return
-        view = ProgressView(console)
         with view.progress:
             task = client.wait(task_id, on_progress=view.update, timeout=timeout)
             draft = task["generations"][0]

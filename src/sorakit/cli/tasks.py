@@ -14,10 +14,15 @@ from ..client import errors, files
 from ..client.download import find_draft
 from ..client.sync import sidecar_data
 from .common import client_error_exit, fail
-from .connect import connect
+from .connect import QUICK_OUTAGE, MaxOutage, QuickMaxOutage, connect, print_outages
 from .generate import Json, ProgressView, Server, Token
 
 TASK_COLUMNS = ("id", "status", "progress_pct", "progress_pos_in_queue", "prompt")
+
+
+def _quick_connect(server: str | None, token: str | None, max_outage: float | None):
+    """For a command someone waits on for a one-screen answer: a short outage is waited out, said on stderr."""
+    return connect(server, token, max_outage=max_outage, default_outage=QUICK_OUTAGE, on_outage=print_outages())
 
 
 def _echo_json(data) -> None:
@@ -30,10 +35,11 @@ def _percent(task: dict) -> str:
 
 
 def status(task_ids: Annotated[list[str] | None, typer.Argument(help="Task ids; none: every pending task.")] = None,
-           server: Server = None, token: Token = None, as_json: Json = False) -> None:
+           server: Server = None, token: Token = None, max_outage: QuickMaxOutage = None,
+           as_json: Json = False) -> None:
     """Show tasks: the pending list, or the given ones."""
     try:
-        with connect(server, token) as conn:
+        with _quick_connect(server, token, max_outage) as conn:
             tasks = [conn.client.task(t) for t in task_ids] if task_ids else conn.client.pending()
     except errors.SoraError as exc:
         client_error_exit(exc)
@@ -48,10 +54,11 @@ def status(task_ids: Annotated[list[str] | None, typer.Argument(help="Task ids; 
 
 
 def list_drafts(limit: Annotated[int, typer.Option(min=1, help="How many, newest first.")] = 20,
-                server: Server = None, token: Token = None, as_json: Json = False) -> None:
+                server: Server = None, token: Token = None, max_outage: QuickMaxOutage = None,
+                as_json: Json = False) -> None:
     """List drafts (finished generations), newest first."""
     try:
-        with connect(server, token) as conn:
+        with _quick_connect(server, token, max_outage) as conn:
             drafts = []
             for draft in conn.client.drafts(limit=min(limit, 100)):
                 drafts.append(draft)
@@ -73,10 +80,11 @@ def list_drafts(limit: Annotated[int, typer.Option(min=1, help="How many, newest
 def download(target: Annotated[str, typer.Argument(help="A task id (task_...) or draft id (gen_...).")],
              output: Annotated[str, typer.Option("-o", "--output", help="File name template.")] = files.DEFAULT_TEMPLATE,
              wait: Annotated[bool, typer.Option(help="Wait for an unfinished task first.")] = True,
-             server: Server = None, token: Token = None, as_json: Json = False) -> None:
+             server: Server = None, token: Token = None, max_outage: MaxOutage = None,
+             as_json: Json = False) -> None:
     """Download the video of a task or draft (resuming a partial download)."""
     try:
-        with connect(server, token) as conn:
+        with connect(server, token, max_outage=max_outage) as conn:
             _download(conn, target, output, wait, as_json)
     except errors.SoraError as exc:
         client_error_exit(exc)
@@ -88,6 +96,7 @@ def _download(conn, target: str, output: str, wait: bool, as_json: bool) -> None
     client = conn.client
     is_gen = target.startswith("gen_")
     view = ProgressView(Console(stderr=True))
+    client.core.on_outage = view.outage
     with view.progress:
         task = client.wait(target, on_progress=view.update) if wait and not is_gen else None
         draft = client._run(find_draft(client.core, None if is_gen else target, target if is_gen else None))
@@ -118,10 +127,11 @@ def cancel(task_id: str, server: Server = None, token: Token = None, as_json: Js
         typer.echo(f"{task_id}: {task.get('status')}")
 
 
-def usage(server: Server = None, token: Token = None, as_json: Json = False) -> None:
+def usage(server: Server = None, token: Token = None, max_outage: QuickMaxOutage = None,
+          as_json: Json = False) -> None:
     """Show the quota: videos left today and when the next one frees up."""
     try:
-        with connect(server, token) as conn:
+        with _quick_connect(server, token, max_outage) as conn:
             body = conn.client.usage()
     except errors.SoraError as exc:
         client_error_exit(exc)

@@ -6,10 +6,11 @@ from .aio import AsyncSoraClient
 from .core import Watch
 from .errors import *  # noqa: F403  (the error classes are part of the client's API)
 from .errors import redact
+from .outage import OutageEvent
 from .steps import RetryPolicy
 from .sync import GenerateResult, SoraClient
 
-__all__ = ["AsyncSoraClient", "GenerateResult", "RetryPolicy", "SoraClient", "Watch"]
+__all__ = ["AsyncSoraClient", "GenerateResult", "OutageEvent", "RetryPolicy", "SoraClient", "Watch"]
 
 
 class _RedactLinks(logging.Filter):

@@ -18,6 +18,7 @@ import httpx2
 from . import errors, files
 from .core import Core, Credentials, Flow, Watch
 from .download import download
+from .outage import OutageEvent
 from .steps import Fetch, Fetched, Reply, RetryPolicy, Send, Sleep
 from .sync import (TIMEOUT, GenerateResult, draft_with_task, fetch_mode, map_transport, parse_body,
                    sidecar_data, source_for)
@@ -86,9 +87,10 @@ class AsyncSoraClient:
                  device_id: str | None = None, sentinel_token: str | None = None,
                  user_agent: str | None = None, transport: httpx2.AsyncBaseTransport | None = None,
                  http_client: httpx2.AsyncClient | None = None, retry: RetryPolicy | None = None,
-                 poll_interval: tuple[float, float] = (2.0, 3.0), poll_max: float = 10.0) -> None:
+                 poll_interval: tuple[float, float] = (2.0, 3.0), poll_max: float = 10.0,
+                 on_outage: Callable[[OutageEvent], None] | None = None) -> None:
         creds = Credentials(token, cookie, device_id, sentinel_token, user_agent)
-        self.core = Core(base_url, creds, retry or RetryPolicy(), poll_interval, poll_max)
+        self.core = Core(base_url, creds, retry or RetryPolicy(), poll_interval, poll_max, on_outage)
         self.base_url = self.core.base_url
         self._http = http_client or httpx2.AsyncClient(transport=transport, timeout=TIMEOUT)
         self._owns_http = http_client is None

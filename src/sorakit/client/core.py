@@ -18,6 +18,7 @@ from typing import Any
 import jwt
 
 from . import errors
+from .outage import Outage, OutageEvent
 from .steps import Reply, RetryPolicy, Send, Sleep
 
 Flow = Generator[Any, Any, Any]
@@ -78,15 +79,40 @@ def is_transient(exc: errors.SoraError) -> bool:
 
 class Core:
     def __init__(self, base_url: str, credentials: Credentials, retry: RetryPolicy,
-                 poll_interval: tuple[float, float] = (2.0, 3.0), poll_max: float = 10.0) -> None:
+                 poll_interval: tuple[float, float] = (2.0, 3.0), poll_max: float = 10.0,
+                 on_outage: Callable[[OutageEvent], None] | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.credentials = credentials
         self.retry = retry
         self.poll_interval = poll_interval
         self.poll_max = poll_max
+        #: told of every failed attempt during an outage, and of the first answer after one
+        self.on_outage = on_outage
+        #: when the current outage began (monotonic), for the "back" report; shared by every
+        #: request of this client, so concurrent waits report one outage, not one each
+        self.down_since: float | None = None
         #: ids this client already got back from create: a search after a lost answer never
         #: adopts one of them, so the same prompt twice makes two videos
         self.created_ids: set[str] = set()
+
+    # -- outages --------------------------------------------------------------------------
+    def outage(self) -> Outage:
+        """A fresh outage clock for one retry loop; its reports go to ``on_outage``."""
+        return Outage(self.retry, self._waiting)
+
+    def _waiting(self, event: OutageEvent) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic() - event.elapsed
+        if self.on_outage:
+            self.on_outage(event)
+
+    def answered(self) -> None:
+        """The server gave a real answer: an outage in progress is over."""
+        if self.down_since is None:
+            return
+        elapsed, self.down_since = time.monotonic() - self.down_since, None
+        if self.on_outage:
+            self.on_outage(OutageEvent("back", 0, elapsed))
 
     # -- requests -------------------------------------------------------------------------
     def send_once(self, method: str, path: str, *, params=None, json=None, headers=None) -> Flow:
@@ -95,7 +121,11 @@ class Core:
         reply: Reply = yield Send(method, self.base_url + path, params=params, json=json,
                                   headers={**creds, **(headers or {})})
         if reply.status >= 400:
-            raise errors.from_response(reply.status, reply.body, reply.headers, self.credentials.token_exp())
+            exc = errors.from_response(reply.status, reply.body, reply.headers, self.credentials.token_exp())
+            if not is_transient(exc):
+                self.answered()
+            raise exc
+        self.answered()
         if reply.status >= 300:  # credentials never follow a redirect; say where it pointed
             where = reply.headers.get("location", "?")
             raise errors.APIError(f"the server redirected {path} to {where}: check the server URL "
@@ -105,25 +135,21 @@ class Core:
                                   f"{str(reply.body)[:80]!r}", status=reply.status)
         return reply.body
 
-    def get(self, path: str, params=None) -> Flow:
-        """A GET, retried on transport errors, 429 and 5xx (bounded, jittered, Retry-After)."""
-        attempt, started = 0, time.monotonic()
+    def get(self, path: str, params=None, *, once: bool = False) -> Flow:
+        """A GET, retried through an outage (transport errors, 429, 5xx); ``once``: one try only."""
+        outage = self.outage()
         while True:
-            attempt += 1
             try:
                 return (yield from self.send_once("GET", path, params=params))
             except errors.SoraError as exc:
-                if not self._may_retry(exc, attempt, started):
+                if once or not is_transient(exc):
                     raise
-                yield Sleep(self.retry.delay(attempt, getattr(exc, "retry_after", None)))
-
-    def _may_retry(self, exc: errors.SoraError, attempt: int, started: float) -> bool:
-        in_budget = attempt < self.retry.attempts and time.monotonic() - started < self.retry.total
-        return is_transient(exc) and in_budget
+                pause = outage.pause(exc)
+            yield Sleep(pause)
 
     # -- endpoints ------------------------------------------------------------------------
-    def pending(self) -> Flow:
-        body = yield from self.get("/backend/nf/pending/v2")
+    def pending(self, *, once: bool = False) -> Flow:
+        body = yield from self.get("/backend/nf/pending/v2", once=once)
         if not isinstance(body, list):
             raise errors.APIError("pending/v2 answered something other than a list of tasks", status=200)
         return body
@@ -138,16 +164,16 @@ class Core:
         body = yield from self.get(f"/backend/project_y/profile/drafts/v2/{gen_id}")
         return body.get("draft", body) if isinstance(body, dict) else body
 
-    def drafts_page(self, limit: int = DRAFT_PAGE, cursor: str | None = None) -> Flow:
+    def drafts_page(self, limit: int = DRAFT_PAGE, cursor: str | None = None, *, once: bool = False) -> Flow:
         params = {"limit": limit, **({"cursor": cursor} if cursor else {})}
-        return (yield from self.get("/backend/project_y/profile/drafts/v2", params))
+        return (yield from self.get("/backend/project_y/profile/drafts/v2", params, once=once))
 
     def iter_drafts(self, visit: Callable[[dict], bool], limit: int = DRAFT_PAGE,
-                    max_pages: int | None = None) -> Flow:
+                    max_pages: int | None = None, *, once: bool = False) -> Flow:
         """Call ``visit`` on every draft, newest first, until it returns True; returns that draft."""
         cursor, pages = None, 0
         while max_pages is None or pages < max_pages:
-            page = yield from self.drafts_page(limit, cursor)
+            page = yield from self.drafts_page(limit, cursor, once=once)
             pages += 1
             for item in page.get("items") or []:
                 if visit(item):
@@ -173,14 +199,14 @@ class Core:
     def create(self, body: dict[str, Any], idempotency_key: str | None = None) -> Flow:
         """Submit once, even across lost answers.
 
-        An ``Idempotency-Key`` makes a retry safe against sorakit. Against a server that ignores
-        the key, before each retry we look for a task with this prompt created since the first
-        attempt, and adopt it instead of submitting again.
+        An ``Idempotency-Key`` makes a retry safe against sorakit, so transport errors and 5xx
+        are retried through an outage like a GET. Against a server that ignores the key, before
+        each retry we look for a task with this prompt created since the first attempt, and adopt
+        it instead of submitting again.
         """
         key = idempotency_key or uuid.uuid4().hex
-        attempt, started, since = 0, time.monotonic(), time.time()
+        outage, since = self.outage(), time.time()
         while True:
-            attempt += 1
             try:
                 created = yield from self.send_once("POST", "/backend/nf/create", json=body,
                                                     headers={"Idempotency-Key": key})
@@ -188,12 +214,10 @@ class Core:
             except errors.SoraError as exc:
                 if not isinstance(exc, (errors.TransportError, errors.ServerError)):
                     raise
-                if not self._may_retry(exc, attempt, started):
-                    raise
-                retry_after = getattr(exc, "retry_after", None)
+                pause = outage.pause(exc)
                 # A 503 "heavy load" refused the request outright; anything else may have created it.
                 unsure = not isinstance(exc, errors.OverloadedError)
-            yield Sleep(self.retry.delay(attempt, retry_after))
+            yield Sleep(pause)
             if unsure:
                 created = yield from self.find_created(body["prompt"], since)
                 if created is not None:
@@ -202,13 +226,17 @@ class Core:
         return created
 
     def find_created(self, prompt: str, since: float) -> Flow:
-        """A task with this prompt created at or after ``since`` (pending first, then drafts)."""
+        """A task with this prompt created at or after ``since`` (pending first, then drafts).
+
+        One try each, no retries: while the server is out, create's own retry loop keeps the
+        clock, and its next attempt carries the same Idempotency-Key anyway.
+        """
         try:
-            for task in (yield from self.pending()) or []:
+            for task in (yield from self.pending(once=True)) or []:
                 if self._is_ours(task.get("id"), task, prompt, since):
                     return {"id": task["id"], "status": task.get("status"), "prompt": prompt}
             draft = yield from self.iter_drafts(
-                lambda d: self._is_ours(d.get("task_id"), d, prompt, since), max_pages=1)
+                lambda d: self._is_ours(d.get("task_id"), d, prompt, since), max_pages=1, once=True)
         except errors.SoraError as exc:
             if is_transient(exc):
                 return None  # cannot tell yet; the retry carries the same Idempotency-Key

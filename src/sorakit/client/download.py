@@ -1,5 +1,7 @@
 """Downloads that survive: stream to ``<name>.part``, resume with ``Range``, start over on a 200,
 refresh a refused or expired link from the task or draft, check the size, rename into place.
+Broken connections, 429 and 5xx are retried through an outage of up to ``retry.max_outage``
+seconds, whose clock starts again whenever bytes arrive.
 
 Written as a flow of steps (see ``steps.py``) so both clients share it.
 """
@@ -16,6 +18,7 @@ from pathlib import Path
 
 from . import errors
 from .core import Core, Flow, _video_url
+from .outage import Outage
 from .steps import Fetch, Fetched, Sleep
 
 REFUSED = (401, 403, 404, 410)
@@ -134,13 +137,15 @@ def download(core: Core, source: Source, dest: Path,
         yield from source.refresh(core)
     part = PartFile(dest, source.key)
     part.meta.write_text(json.dumps({"source": part.key, "etag": part.etag}))
-    failures = refreshes = 0
+    outage: Outage | None = None
+    refreshes = 0
     while True:
         offset = part.size()
         result: Fetched = yield Fetch(source.url, part.path, offset, on_bytes, part.etag)
         part.record(result)
         if result.size > offset:
-            failures = 0  # the retry budget resets whenever bytes arrive
+            core.answered()
+            outage = None  # the outage clock starts again whenever bytes arrive
         if result.status in (200, 206) and result.error is None:
             expected = _expected_size(result, offset)
             if expected is None or result.size == expected:
@@ -160,11 +165,10 @@ def download(core: Core, source: Source, dest: Path,
                                            f"{refreshes - 1} times after fresh links")
             yield from source.refresh(core)
             continue
-        failures += 1
-        if failures > core.retry.attempts or not _retryable(result):
-            reason = result.error or f"HTTP {result.status}"
-            raise errors.DownloadError(f"download failed: {reason}")
-        yield Sleep(core.retry.delay(failures, _retry_after(result)))
+        if not _retryable(result):
+            raise errors.DownloadError(f"download failed: HTTP {result.status}")
+        outage = outage or core.outage()
+        yield Sleep(outage.pause(_failure(result)))
     part.finish(dest)
     return sha256_file(dest)
 
@@ -173,8 +177,9 @@ def _retryable(result: Fetched) -> bool:
     return result.error is not None or result.status == 429 or result.status >= 500
 
 
-def _retry_after(result: Fetched) -> float | None:
-    try:
-        return float(result.headers.get("retry-after"))
-    except (TypeError, ValueError):
-        return None
+def _failure(result: Fetched) -> errors.SoraError:
+    """A retryable attempt as the error raised if the outage outlasts ``max_outage``."""
+    if result.error is not None:
+        return result.error
+    # the body of a CDN's or proxy's error page says nothing useful: name the status (and Retry-After)
+    return errors.from_response(result.status, None, result.headers)

@@ -26,7 +26,9 @@
     ├── DownloadError                 a download could not complete (link refused, size wrong)
     └── WaitTimeoutError              ``wait`` ran past its overall timeout
 
-Messages never contain tokens or link signatures.
+Messages never contain tokens or link signatures. An error raised after the client retried
+through an outage for as long as ``RetryPolicy.max_outage`` allows has ``outage`` set (the seconds
+it waited) and a message that ends with how long the server was out.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ def redact(text: str) -> str:
 
 class SoraError(Exception):
     """Base of every sorakit client error."""
+
+    #: seconds the client retried through an outage before giving up with this error (else None)
+    outage: float | None = None
 
     def __init__(self, message: str) -> None:
         super().__init__(redact(message))

@@ -72,21 +72,25 @@ class Fetched:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded, jittered exponential backoff; ``Retry-After`` wins when the server sends one.
+    """How long to keep trying through an outage, and how often (see ``outage.py``).
 
-    ``RetryPolicy(wait=False)`` keeps the attempt counts but never sleeps (tests).
+    Transient failures are retried with jittered exponential backoff (``base`` doubling up to
+    ``cap``; a ``Retry-After`` wins) until the outage has lasted ``max_outage`` seconds: bounded by
+    time, not by a count, so a server restart is waited out. ``max_outage=0`` fails at once;
+    ``attempts``, when set, is an extra bound on the tries. ``RetryPolicy(wait=False)`` never
+    sleeps (tests) but counts the pauses it skipped as time gone by, so it still gives up.
     """
 
-    attempts: int = 5
+    max_outage: float = 300.0
     base: float = 0.5
-    cap: float = 30.0
-    total: float = 300.0
+    cap: float = 10.0
+    attempts: int | None = None
     wait: bool = True
 
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        if not self.wait:
-            return 0.0
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """The pause after failed attempt ``attempt`` (slept only with ``wait``)."""
         if retry_after is not None:
-            return min(retry_after, self.cap * 4)
-        backoff = min(self.cap, self.base * 2 ** (attempt - 1))
+            # floored: a "Retry-After: 0" must not turn a long outage into a busy loop
+            return max(min(retry_after, self.cap * 4), self.base)
+        backoff = min(self.cap, self.base * 2 ** min(attempt - 1, 30))
         return backoff * random.uniform(0.5, 1.0)

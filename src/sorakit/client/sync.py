@@ -13,6 +13,7 @@ import httpx2
 from . import errors, files
 from .core import Core, Credentials, Flow, Watch
 from .download import Source, download, draft_url
+from .outage import OutageEvent
 from .steps import Fetch, Fetched, Reply, RetryPolicy, Send, Sleep
 
 # Bodies are read as the bytes arrive (no fixed chunk size): whatever reached us before a
@@ -78,16 +79,20 @@ class SoraClient:
     """Create, follow and download videos from a server of PROTOCOL.md.
 
     ``transport`` (an httpx2 transport) or ``http_client`` can be injected: tests drive the real
-    server app in-process through them.
+    server app in-process through them. ``retry`` bounds how long an outage is waited out
+    (``RetryPolicy.max_outage``, 5 minutes by default); ``on_outage`` is told of each failed
+    attempt meanwhile, and of the server's return (an ``OutageEvent``, whose ``message`` is
+    ready to print).
     """
 
     def __init__(self, base_url: str, token: str | None = None, *, cookie: str | None = None,
                  device_id: str | None = None, sentinel_token: str | None = None,
                  user_agent: str | None = None, transport: httpx2.BaseTransport | None = None,
                  http_client: httpx2.Client | None = None, retry: RetryPolicy | None = None,
-                 poll_interval: tuple[float, float] = (2.0, 3.0), poll_max: float = 10.0) -> None:
+                 poll_interval: tuple[float, float] = (2.0, 3.0), poll_max: float = 10.0,
+                 on_outage: Callable[[OutageEvent], None] | None = None) -> None:
         creds = Credentials(token, cookie, device_id, sentinel_token, user_agent)
-        self.core = Core(base_url, creds, retry or RetryPolicy(), poll_interval, poll_max)
+        self.core = Core(base_url, creds, retry or RetryPolicy(), poll_interval, poll_max, on_outage)
         self.base_url = self.core.base_url
         self._http = http_client or httpx2.Client(transport=transport, timeout=TIMEOUT)
         self._owns_http = http_client is None
