@@ -23,3 +23,13 @@ def ulid() -> str:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{ulid()}"
+
+
+def video_id(task_id: str) -> str:
+    """The ``/v1/videos`` id of a task: the same body under the official API's prefix, so one
+    video has one identity behind both doors."""
+    return "video_" + task_id.removeprefix("task_")
+
+
+def task_id(video_id: str) -> str:
+    return "task_" + video_id.removeprefix("video_")

@@ -20,6 +20,15 @@ class Cancelled(Exception):
     """Raised inside an engine (by ``RenderContext.check_cancel``) to stop a task promptly."""
 
 
+class PlanRefused(Exception):
+    """The engine cannot make exactly what was asked; ``param`` names the request field."""
+
+    def __init__(self, message: str, param: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
 class EngineError(Exception):
     """An engine could not produce the video; ``reason`` is shown to the user."""
 
@@ -84,6 +93,14 @@ class Engine(ABC):
         """Map a request onto what this engine makes; the default is the web API's own sizes."""
         width, height = WEB_SIZES[(size, orientation)]
         return Plan(width, height, n_frames, 30)
+
+    def plan_exact(self, width: int, height: int, seconds: float, image: bool = False) -> Plan:
+        """Exactly ``width`` x ``height`` for exactly ``seconds`` (the official API's contract), or
+        :class:`PlanRefused` naming ``size`` or ``seconds``. ``Plan.n_frames`` is the number of
+        frames the MP4 will hold, ``seconds * fps``. The default suits engines that draw any size."""
+        if width % 2 or height % 2:
+            raise PlanRefused(f"{width}x{height}: width and height must be even.", "size")
+        return Plan(width, height, round(seconds * 30), 30)
 
     def unavailable(self) -> str | None:
         """Why this engine cannot run here (a missing extra, missing weights), or None."""
