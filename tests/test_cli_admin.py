@@ -50,6 +50,19 @@ def test_token_create_prints_a_working_token_last(run, tmp_path):
     assert 7190 <= auth.expiry(token) - open_store(tmp_path / "sorakit.db").clock() <= 7201
 
 
+def test_an_api_key_for_an_app_never_expires_and_can_be_revoked(run, tmp_path):
+    run("users", "add", "app")
+    r = run("token", "create", "app", "--ttl", "never")
+    assert r.exit_code == 0, r.output
+    assert "no expiry" in r.stderr and "shown once" in r.stderr
+    key = r.stdout.strip().splitlines()[-1]
+    assert _authenticate(tmp_path, key)["name"] == "app"
+    assert auth.expiry(key) - open_store(tmp_path / "sorakit.db").clock() > 99 * 365 * 86400
+    assert run("token", "revoke", key).exit_code == 0
+    with pytest.raises(Exception, match="invalidated"):
+        _authenticate(tmp_path, key)
+
+
 def test_token_revoke_by_id_or_by_token(run, tmp_path):
     run("users", "add", "ada")
     for use_token in (False, True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from pathlib import Path
@@ -13,9 +14,11 @@ from PIL import Image
 from sorakit.engines.base import Cancelled
 from sorakit.media.encode import (
     EncodeResult,
+    TileSampler,
     decode_frames,
     encode_mp4,
     probe,
+    write_spritesheet,
     write_webp_thumbnail,
 )
 
@@ -173,3 +176,80 @@ def test_webp_thumbnail_portrait_and_no_upscale(tmp_path: Path) -> None:
     assert write_webp_thumbnail(solid((0, 0, 0), 100, 50), tmp_path / "s.webp") == (100, 50)
     with Image.open(tmp_path / "s.webp") as image:
         assert image.size == (100, 50)
+
+
+def numbered(n: int, width: int = W, height: int = H) -> list[np.ndarray]:
+    """Frames whose grey level is their index (up to 255): a tile tells which frame it came from."""
+    return [solid((i,) * 3, width, height) for i in range(n)]
+
+
+def tile_indices(tiles) -> list[int]:
+    return [int(round(float(t.mean()))) for t in tiles]
+
+
+def test_encoding_keeps_16_evenly_spread_small_tiles(tmp_path: Path) -> None:
+    frames = numbered(120, 640, 360)
+    result = encode_mp4(iter(frames), tmp_path / "a.mp4", width=640, height=360, expected_frames=120)
+    assert tile_indices(result.tiles) == [math.ceil(j * 7.5) for j in range(16)]
+    assert {t.shape for t in result.tiles} == {(144, 256, 3)}  # 256 on the long side, aspect kept
+
+
+def test_tiles_of_a_stream_of_unknown_length_stay_few_and_spread(tmp_path: Path) -> None:
+    sampler = TileSampler()
+    most = 0
+    for i, frame in enumerate(numbered(200, 32, 16)):
+        sampler.offer(i, frame)
+        most = max(most, len(sampler.kept))
+    assert most < 32  # never more than twice the tiles asked for, however long the video
+    picked = tile_indices(sampler.result())
+    assert len(picked) == 16 and picked[0] == 0 and picked[-1] >= 180
+    assert picked == sorted(picked) and max(np.diff(picked)) <= 2 * 200 / 15
+
+
+def test_a_short_video_gives_a_tile_per_frame(tmp_path: Path) -> None:
+    result = encode_mp4(numbered(5), tmp_path / "a.mp4", width=W, height=H)
+    assert tile_indices(result.tiles) == [0, 1, 2, 3, 4]
+    assert result.tiles[0].shape == (H, W, 3)  # never scaled up
+
+
+@pytest.mark.parametrize("count,grid", [(16, (4, 4)), (9, (3, 3)), (5, (3, 2)), (1, (1, 1))])
+def test_spritesheet_is_a_jpeg_grid_in_reading_order(tmp_path: Path, count: int, grid) -> None:
+    colours = [(40 * (i % 6), 255 - 15 * i, 20 * (i // 2)) for i in range(count)]
+    path = tmp_path / "s.jpg"
+    assert write_spritesheet([solid(c, 48, 32) for c in colours], path) == grid
+    with Image.open(path) as image:
+        assert image.format == "JPEG" and image.size == (48 * grid[0], 32 * grid[1])
+        pixels = np.asarray(image.convert("RGB"), dtype=np.int16)
+    for i, colour in enumerate(colours):
+        row, col = divmod(i, grid[0])
+        cell = pixels[row * 32 + 8:row * 32 + 24, col * 48 + 8:col * 48 + 40]
+        assert np.abs(cell.reshape(-1, 3).mean(axis=0) - colour).max() < 8, i
+
+
+def test_spritesheet_needs_a_tile(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        write_spritesheet([], tmp_path / "s.jpg")
+
+
+def test_a_finished_task_has_a_spritesheet_served_by_a_signed_link(api) -> None:
+    task = api.wait(api.create(n_frames=150, orientation="portrait").json()["id"])
+    assert task["status"] == "succeeded", task
+    gen = api.services.store.generation(task["generations"][0]["id"])
+    path = api.settings.media_dir / gen["spritesheet_file"]
+    assert gen["spritesheet_file"] == f"{gen['id']}/spritesheet.jpg"
+    assert path.stat().st_mode & 0o777 == 0o600
+    with Image.open(path) as image:
+        assert image.format == "JPEG" and image.size == (4 * 141, 4 * 256)  # 4x4 tiles of 352x640
+        pixels = np.asarray(image.convert("L"), dtype=np.int16)
+    # The preview engine fills a bar along each frame's bottom edge as (index + 1) / n_frames:
+    # read back, the tiles show frames evenly spread over the video, in reading order.
+    filled = [(pixels[row * 256 + 255, col * 141:(col + 1) * 141] > 150).mean()
+              for row in range(4) for col in range(4)]
+    expected = [(math.ceil(j * 150 / 16) + 1) / 150 for j in range(16)]
+    assert np.abs(np.array(filled) - expected).max() < 0.05, filled
+
+    link = api.services.signer.sign(f"/assets/{gen['id']}/spritesheet.jpg")
+    reply = api.client.get(link)
+    assert reply.status_code == 200 and reply.headers["content-type"] == "image/jpeg"
+    assert reply.content == path.read_bytes()
+    assert api.client.get(link.replace("sig=", "sig=x")).status_code == 403

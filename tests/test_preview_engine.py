@@ -16,6 +16,7 @@ from sorakit.engines.preview import (
     AnimatedScene,
     PreviewEngine,
     PromptOverlay,
+    _font_size,
     scene_rng,
     wrap_text,
 )
@@ -214,3 +215,31 @@ def test_end_to_end_portrait_clip(tmp_path: Path) -> None:
     assert info.duration_s == pytest.approx(10.0, abs=0.05)
     middle = next(islice(PreviewEngine().frames(j, Ctx()), 150, None))
     np.testing.assert_array_equal(result.thumbnail_frame, middle)
+
+
+OFFICIAL_SIZES = [(720, 1280), (1280, 720), (1024, 1792), (1792, 1024), (1920, 1080), (1080, 1920)]
+
+
+@pytest.mark.parametrize("width,height", OFFICIAL_SIZES)
+def test_official_sizes_lay_the_text_out_inside_the_frame(width: int, height: int) -> None:
+    j = job(PROMPT * 3, width=width, height=height, n_frames=1)
+    frame = render(j)[0]
+    assert frame.shape == (height, width, 3)
+    label, box = sorted(PromptOverlay(j.prompt, width, height).rects)
+    assert label[0] >= 0 and label[2] >= 0 and label[1] < height // 8  # the corner label, at the top
+    y0, y1, x0, x1 = box  # the prompt box: centred, inside the frame, wrapped to several lines
+    assert 0 < y0 < y1 < height and 0 < x0 < x1 < width
+    assert abs((y0 + y1) - height) <= 1 and abs((x0 + x1) - width) <= 1
+    assert x1 - x0 > width * 0.6 and y1 - y0 > 3 * _font_size(width, height)
+
+
+def test_exact_plan_at_1792x1024_for_4_seconds(tmp_path: Path) -> None:
+    plan = PreviewEngine().plan_exact(1792, 1024, 4)
+    j = RenderJob("t", PROMPT, plan.width, plan.height, plan.n_frames, plan.fps, seed=1)
+    path = tmp_path / "wide.mp4"
+    result = encode_mp4(PreviewEngine().frames(j, Ctx()), path, width=plan.width, height=plan.height,
+                        fps=plan.fps, expected_frames=plan.n_frames)
+    info = probe(path)
+    assert result.n_frames == info.n_frames == 120
+    assert (info.width, info.height, info.fps) == (1792, 1024, 30.0)
+    assert info.duration_s == pytest.approx(4.0, abs=0.01)

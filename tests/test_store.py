@@ -135,3 +135,57 @@ def test_pending_window(store):
     store.clock.now += 301
     assert [t["id"] for t in store.pending(user["id"], 300)] == [active["id"]]
     assert [t["id"] for t in store.pending(user["id"], 0)] == [active["id"]]
+
+
+def test_migrating_a_database_at_step_0003_adds_the_spritesheet_column(tmp_path):
+    store = open_store(tmp_path / "old.db")  # migrated to the end
+    user = store.create_user("u")
+    task = _task(store, user["id"])
+    engine = sqlite_engine(tmp_path / "old.db")
+    with engine.begin() as conn:  # back to how 0003 left databases: no spritesheet_file yet
+        conn.exec_driver_sql("ALTER TABLE generations DROP COLUMN spritesheet_file")
+        conn.exec_driver_sql("DELETE FROM schema_migrations WHERE name > '0003_uploads'")
+        # a draft made before the upgrade
+        conn.exec_driver_sql("INSERT INTO generations (id, task_id, user_id, kind, created_at, meta) "
+                             f"VALUES ('gen_old', '{task['id']}', '{user['id']}', 'sora_draft', 1.0, '{{}}')")
+    assert migrate(engine)[0] == "0004_generations_spritesheet"
+    assert [name for name, _ in MIGRATIONS[:4]] == [
+        "0001_initial", "0002_tasks_status_finished_index", "0003_uploads", "0004_generations_spritesheet"]
+    assert "spritesheet_file" in {c["name"] for c in inspect(engine).get_columns("generations")}
+    assert store.generation("gen_old")["spritesheet_file"] is None  # older drafts simply have none
+    assert migrate(engine) == []
+
+
+def test_a_retried_task_keeps_the_progress_it_reached(store):
+    user = store.create_user("u")
+    task = _task(store, user["id"])
+    first = store.claim("w1", 30, 3)
+    assert first.task["progress"] == 0.0  # a first attempt starts from nothing
+    assert store.set_progress(first, 0.42)
+    store.clock.now += 31  # w1 died
+    second = store.claim("w2", 30, 3)
+    assert second.task["attempts"] == 2 and second.task["progress"] == 0.42
+    assert store.task(task["id"])["progress"] == 0.42
+
+
+def test_a_retried_attempt_stalls_rather_than_drops(store, monkeypatch):
+    """The worker's TaskContext never publishes less than what an earlier attempt reached."""
+    import threading
+    from types import SimpleNamespace
+
+    from sorakit.worker import worker
+
+    monkeypatch.setattr(worker, "PROGRESS_INTERVAL", 0.0)  # every update is written
+    user = store.create_user("u")
+    task = _task(store, user["id"], n_frames=10)
+    store.set_progress(store.claim("w1", 30, 3), 0.42)
+    store.clock.now += 31
+    claim = store.claim("w2", 30, 3)
+    services = SimpleNamespace(store=store)
+    ctx = worker.TaskContext(services, claim, worker.Heartbeat(services, claim, threading.Event()), 0.0)
+    seen = []
+    for frame in range(1, 11):
+        ctx.on_frame(frame)
+        seen.append(store.task(task["id"])["progress"])
+    assert seen[:4] == [0.42] * 4 and seen[4] == 0.5  # stalls at 0.42 until the retry passes it
+    assert seen == sorted(seen) and seen[-1] == 0.99

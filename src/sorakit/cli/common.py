@@ -30,11 +30,16 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+NEVER_SECONDS = 100 * 365 * 86400.0  # "never": a JWT needs an exp; a century is as good as none
+
+
 def parse_ttl(text: str) -> float:
-    """``30d``, ``12h``, ``90m``, ``45s`` or plain seconds."""
+    """``30d``, ``12h``, ``90m``, ``45s``, plain seconds, or ``never`` (an API key for an app)."""
+    if text.strip().lower() == "never":
+        return NEVER_SECONDS
     found = _TTL.match(text)
     if not found or float(found.group(1)) <= 0:
-        raise typer.BadParameter(f"{text!r} is not a duration like 30d, 12h, 90m or 3600")
+        raise typer.BadParameter(f"{text!r} is not a duration like 30d, 12h, 90m, 3600 or never")
     return float(found.group(1)) * _UNITS[found.group(2)]
 
 

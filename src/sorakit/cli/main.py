@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from . import batch, generate, login, models, serve, tasks, tokens, users
+from . import batch, generate, login, models, serve, tasks, tokens, users, webhooks
 
 app = typer.Typer(help="sorakit: a self-hosted server for the Sora web video API.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -27,6 +27,7 @@ app.command("batch")(batch.batch)
 app.add_typer(users.app, name="users")
 app.add_typer(tokens.app, name="token")
 app.add_typer(models.app, name="models")
+app.add_typer(webhooks.app, name="webhooks")
 
 
 def main() -> None:

@@ -10,14 +10,15 @@ import typer
 from ..server import auth
 from ..server.secrets import derive, master_secret
 from ..store import open_store
-from .common import DataDir, fail, parse_ttl, settings
+from .common import NEVER_SECONDS, DataDir, fail, parse_ttl, settings
 
 app = typer.Typer(help="Manage bearer tokens.", no_args_is_help=True)
 
 
 @app.command("create")
 def create(name: str,
-           ttl: Annotated[str, typer.Option(help="Lifetime: 30d, 12h, 90m or seconds.")] = "30d",
+           ttl: Annotated[str, typer.Option(
+               help="Lifetime: 30d, 12h, 90m, seconds, or never (a key for an app).")] = "30d",
            data_dir: DataDir = None) -> None:
     """Issue a token for user NAME. The token alone is printed on the last line."""
     s = settings(data_dir=data_dir)
@@ -27,7 +28,9 @@ def create(name: str,
     if user is None:
         fail(f"no user named {name!r} (add one with `sorakit users add {name}`)")
     token, row = auth.issue(store, derive(master_secret(s.data_dir), "jwt"), user["id"], seconds)
-    typer.echo(f"token {row['id']} for {name}, valid for {ttl}:", err=True)
+    lifetime = "with no expiry" if seconds >= NEVER_SECONDS else f"valid for {ttl}"
+    typer.echo(f"token {row['id']} for {name}, {lifetime} (shown once; revoke with "
+               f"`sorakit token revoke {row['id']}`):", err=True)
     typer.echo(token)
 
 

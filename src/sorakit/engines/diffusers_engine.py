@@ -6,6 +6,9 @@
   same hook, and raising :class:`Cancelled` there stops the run before the VAE decode (setting
   ``pipe._interrupt`` would still decode).
 - Denoising is 90 % of the engine's stage, the VAE decode the rest; the worker adds encoding.
+- The pipeline renders the next frame count on the family's ``tk+1`` rule at or above
+  ``job.n_frames`` and only ``job.n_frames`` frames are yielded, so an exact plan (the official
+  API's seconds * fps) comes out exact; web plans are already on the rule and render as asked.
 - Out-of-memory and other errors fail only the task; cache hooks are reset and GPU memory
   released in a ``finally`` so the next task starts clean.
 """
@@ -21,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Cancelled, Engine, EngineError, Plan, RenderContext, RenderJob
+from .base import Cancelled, Engine, EngineError, Plan, PlanRefused, RenderContext, RenderJob
 from .families import FAMILIES
 from .models import ModelSpec, local_dir
 
@@ -102,6 +105,13 @@ class DiffusersEngine(Engine):
         return self.family.plan(orientation, size, n_frames, resolution=self.spec.resolution,
                                 max_frames=self.spec.max_frames, image=image, fps=self.spec.fps)
 
+    def plan_exact(self, width: int, height: int, seconds: float, image: bool = False) -> Plan:
+        try:
+            return self.family.plan_exact(width, height, seconds, resolution=self.spec.resolution,
+                                          max_frames=self.spec.max_frames, image=image, fps=self.spec.fps)
+        except PlanRefused as exc:
+            raise PlanRefused(f"Model {self.name!r}: {exc.message}", exc.param) from None
+
     # -- availability -----------------------------------------------------------------------
     def files(self, image: bool = False) -> Path | None:
         path = self.spec.image_path if image else self.spec.path
@@ -174,7 +184,7 @@ class DiffusersEngine(Engine):
         args = {
             "prompt": f.prompt_with_style(job.prompt, job.style_id),
             "negative_prompt": _first(params.get("negative_prompt"), spec.negative_prompt, f.negative_prompt),
-            "width": job.width, "height": job.height, "num_frames": job.n_frames,
+            "width": job.width, "height": job.height, "num_frames": f.render_frames(job.n_frames),
             "num_inference_steps": steps,
             "guidance_scale": float(_first(params.get("guidance_scale"), spec.guidance, f.guidance)),
             # A CPU generator gives the same noise on every device: same seed, same frames.
@@ -228,4 +238,8 @@ def _to_uint8(video: Any, job: RenderJob) -> np.ndarray:
     if array.shape[1:] != (job.height, job.width, 3):
         raise EngineError(f"The model returned frames of shape {array.shape[1:]}, expected "
                           f"{(job.height, job.width, 3)}.", code="bad_output")
-    return (np.clip(array, 0.0, 1.0) * 255).round().astype(np.uint8)
+    if len(array) < job.n_frames:
+        raise EngineError(f"The model returned {len(array)} frames, expected {job.n_frames}.",
+                          code="bad_output")
+    # The model rendered up to the next count its rule allows (CogVideoX may add more): keep the asked ones.
+    return (np.clip(array[:job.n_frames], 0.0, 1.0) * 255).round().astype(np.uint8)

@@ -11,6 +11,11 @@ seconds become ``duration * fps`` of the model's frames, snapped to its ``tk+1``
 Portrait swaps width and height; square takes the side whose area matches, snapped (CogVideoX's
 image-to-video model only makes its native landscape size, whatever the orientation). ``style_id``
 presets are folded into the prompt as a short phrase.
+
+The official API (``plan_exact``) asks for an exact size and duration instead: the size must be
+on the family's multiple (CogVideoX image-to-video: its fixed size only), and ``seconds * fps``
+frames must fit the longest clip; the model renders the next ``tk+1`` count up from there and the
+extra frames are dropped, so the MP4 holds exactly ``seconds * fps`` frames.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .base import Plan
+from .base import Plan, PlanRefused
 
 STYLES = {
     "anime": "anime style, cel shading, vivid colours",
@@ -59,9 +64,18 @@ class Family:
 
     def frames_for(self, n_frames_30fps: int, cap: int | None, fps: int | None = None) -> int:
         wanted = max(n_frames_30fps / 30 * (fps or self.fps), 1)
-        limit = cap or self.max_frames
-        k_max = max((limit - 1) // self.frame_step, 1)
+        k_max = (self.longest(cap) - 1) // self.frame_step
         k = min(max(round((wanted - 1) / self.frame_step), 1), k_max)
+        return self.frame_step * k + 1
+
+    def longest(self, cap: int | None = None) -> int:
+        """The largest frame count on the ``tk+1`` rule within ``cap`` (the model's max_frames)."""
+        k_max = max(((cap or self.max_frames) - 1) // self.frame_step, 1)
+        return self.frame_step * k_max + 1
+
+    def render_frames(self, wanted: int) -> int:
+        """The smallest count on the ``tk+1`` rule that holds ``wanted`` frames (at least one step)."""
+        k = max(math.ceil((wanted - 1) / self.frame_step), 1)
         return self.frame_step * k + 1
 
     def snap(self, value: float) -> int:
@@ -81,6 +95,39 @@ class Family:
             orientation = "landscape"
         width, height = self.size_for(size, orientation, resolution or {})
         return Plan(width, height, self.frames_for(n_frames, max_frames, fps), fps or self.fps)
+
+    def plan_exact(self, width: int, height: int, seconds: float, *, resolution=None,
+                   max_frames: int | None = None, image: bool = False, fps: int | None = None) -> Plan:
+        """Exactly ``width`` x ``height`` and ``seconds * fps`` frames, or :class:`PlanRefused`."""
+        if image and self.i2v_fixed_size:
+            self._check_fixed_size(width, height, resolution or {})
+        else:
+            self._check_multiple(width, height)
+        rate = fps or self.fps
+        wanted = round(seconds * rate)
+        longest = self.longest(max_frames)
+        if wanted > longest:  # longest is on the rule, so nothing up to it needs more
+            most = math.floor(longest / rate * 100) / 100  # floored: never promise a frame too many
+            raise PlanRefused(f"{seconds:g} seconds ({wanted} frames at {rate} fps) is longer than this "
+                              f"model makes: {most:g} seconds ({longest} frames) at most.", "seconds")
+        return Plan(width, height, wanted, rate)
+
+    def _check_multiple(self, width: int, height: int) -> None:
+        if width % self.multiple == 0 and height % self.multiple == 0:
+            return
+        m = self.multiple
+        below = f"{max(width // m * m, m)}x{max(height // m * m, m)}"
+        above = f"{-(-width // m) * m}x{-(-height // m) * m}"
+        raise PlanRefused(f"{width}x{height}: this model needs a width and height that are multiples "
+                          f"of {m}; the nearest sizes it can make are {below} and {above}.", "size")
+
+    def _check_fixed_size(self, width: int, height: int, resolution: dict) -> None:
+        # The image model's learned positional embeddings fix its size (the landscape native one).
+        sizes = sorted({self.size_for(s, "landscape", resolution) for s in self.native})
+        if (width, height) not in sizes:
+            named = " or ".join(f"{w}x{h}" for w, h in sizes)
+            raise PlanRefused(f"{width}x{height}: this model's image-to-video pipeline makes only {named}.",
+                              "size")
 
     def prompt_with_style(self, prompt: str, style_id: str | None) -> str:
         phrase = STYLES.get(style_id or "")

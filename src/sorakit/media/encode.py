@@ -1,13 +1,15 @@
-"""H.264 MP4 encoding, WebP thumbnails and probing, all streaming through PyAV and Pillow.
+"""H.264 MP4 encoding, WebP thumbnails, JPEG sprite sheets and probing, streaming through PyAV
+and Pillow.
 
-The encoder consumes frames one at a time so a render never holds a whole video in memory;
-the only frame it keeps is the one that becomes the draft's thumbnail.
+The encoder consumes frames one at a time so a render never holds a whole video in memory; it
+keeps only the frame that becomes the draft's thumbnail and a few small tiles for the sprite sheet.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -20,6 +22,9 @@ from PIL import Image
 #: x264 preset: previews encode on the CPU on the request's hot path, so favour speed
 PRESET = "veryfast"
 PIX_FMT = "yuv420p"
+#: sprite sheet: at most this many frames, each scaled to this long side
+SPRITE_TILES = 16
+SPRITE_SIDE = 256
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,8 @@ class EncodeResult:
     width: int
     height: int
     thumbnail_frame: np.ndarray  # the middle frame (index n_frames // 2)
+    #: up to SPRITE_TILES small frames spread evenly over the video, in order (the sprite sheet)
+    tiles: tuple[np.ndarray, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -65,11 +72,13 @@ def encode_mp4(
         raise ValueError("encode_mp4 needs at least one frame")
     expected = expected_frames if expected_frames is not None else _len_or_none(frames)
     middle_hint = expected // 2 if expected else None
+    tiles = TileSampler(expected)
     with _open_output(path, width, height, fps, crf) as (container, stream):
         n, kept = _encode_all(itertools.chain([first], it), container, stream,
-                              (height, width, 3), on_frame, middle_hint)
+                              (height, width, 3), on_frame, middle_hint, tiles)
     thumb = kept if expected == n else _decode_frame_at(path, n // 2)
-    return EncodeResult(n_frames=n, width=width, height=height, thumbnail_frame=thumb)
+    return EncodeResult(n_frames=n, width=width, height=height, thumbnail_frame=thumb,
+                        tiles=tiles.result())
 
 
 def _check_size(width: int, height: int) -> None:
@@ -110,12 +119,13 @@ def _add_video_stream(container: av.container.OutputContainer, width: int, heigh
 def _encode_all(frames: Iterator[np.ndarray], container: av.container.OutputContainer,
                 stream: av.VideoStream, shape: tuple[int, int, int],
                 on_frame: Callable[[int], None] | None,
-                middle_hint: int | None) -> tuple[int, np.ndarray | None]:
+                middle_hint: int | None, tiles: TileSampler) -> tuple[int, np.ndarray | None]:
     n, kept = 0, None
     for frame in frames:
         _check_frame(frame, shape)
         if n == middle_hint:
             kept = frame.copy()
+        tiles.offer(n, frame)
         _encode_one(container, stream, frame, n)
         n += 1
         if on_frame is not None:
@@ -152,6 +162,54 @@ def write_webp_thumbnail(frame: np.ndarray, path: Path, *, max_side: int = 640,
     image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     image.save(path, format="WEBP", quality=quality)
     return image.size
+
+
+class TileSampler:
+    """Keeps small copies of frames spread evenly over a stream, whatever its length.
+
+    Tile ``j`` is frame ``ceil(j * step)``, ``step`` being ``expected / count``: a video of the
+    expected length gives exactly ``count`` tiles, each scaled down once. When twice that many
+    have piled up (the length was unknown or wrong), every other tile is dropped and ``step``
+    doubles, which keeps the same rule, so memory stays bounded at ``2 * count`` tiles.
+    """
+
+    def __init__(self, expected: int | None = None, count: int = SPRITE_TILES,
+                 side: int = SPRITE_SIDE) -> None:
+        self.count, self.side = count, side
+        self.step = max((expected or 0) / count, 1.0)
+        self.kept: list[np.ndarray] = []
+
+    def offer(self, index: int, frame: np.ndarray) -> None:
+        if index < math.ceil(len(self.kept) * self.step):
+            return
+        image = Image.fromarray(np.ascontiguousarray(frame))
+        # reducing_gap lets Pillow shrink by whole factors first: cheap even for 1080p frames
+        image.thumbnail((self.side, self.side), Image.Resampling.BILINEAR, reducing_gap=2.0)
+        self.kept.append(np.asarray(image))
+        if len(self.kept) >= 2 * self.count:
+            self.kept, self.step = self.kept[::2], self.step * 2
+
+    def result(self) -> tuple[np.ndarray, ...]:
+        n = len(self.kept)
+        if n <= self.count:
+            return tuple(self.kept)
+        # first and last kept frames included, the rest evenly between them
+        return tuple(self.kept[i * (n - 1) // max(self.count - 1, 1)] for i in range(self.count))
+
+
+def write_spritesheet(tiles: Sequence[np.ndarray], path: Path, *, quality: int = 80) -> tuple[int, int]:
+    """Lay ``tiles`` (same size, in order) out left to right, top to bottom in a near-square grid
+    and write it as a JPEG; returns ``(columns, rows)``."""
+    if not tiles:
+        raise ValueError("a sprite sheet needs at least one tile")
+    height, width = tiles[0].shape[:2]
+    columns = math.ceil(math.sqrt(len(tiles)))
+    rows = math.ceil(len(tiles) / columns)
+    sheet = Image.new("RGB", (columns * width, rows * height))
+    for i, tile in enumerate(tiles):
+        sheet.paste(Image.fromarray(tile), ((i % columns) * width, (i // columns) * height))
+    sheet.save(path, format="JPEG", quality=quality)
+    return columns, rows
 
 
 def probe(path: Path) -> VideoInfo:

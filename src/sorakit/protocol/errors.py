@@ -62,7 +62,9 @@ def too_many_concurrent(n: int, retry_after: int) -> ApiError:
 def rate_limit_exhausted(limit: int, retry_after: int) -> ApiError:
     return ApiError(429, "rate_limit_exhausted", f"You have used all {limit} of your generations for "
                     f"the last 24 hours. More become available in {retry_after} seconds.",
-                    type="rate_limit_error", headers={"Retry-After": str(retry_after)})
+                    type="rate_limit_error",
+                    # the openai SDKs obey x-should-retry: waiting hours inside a call helps nobody
+                    headers={"Retry-After": str(retry_after), "x-should-retry": "false"})
 
 
 def heavy_load(retry_after: int = 30) -> ApiError:

@@ -10,11 +10,13 @@ from fastapi import FastAPI
 from .. import __version__
 from ..config import Settings
 from ..engines import Engine
-from . import handlers, openapi, routes_assets, routes_drafts, routes_misc, routes_nf, routes_uploads
+from . import (handlers, openapi, routes_assets, routes_drafts, routes_misc, routes_nf, routes_uploads,
+               routes_v1)
 from .create import admit
 from .limits import BodyLimits
 from .maintenance import Maintenance
 from .services import Services, build_services
+from .webhooks import WebhookSender
 
 log = logging.getLogger("sorakit.server")
 
@@ -40,9 +42,12 @@ def create_app(settings: Settings, *, engines: dict[str, Engine] | None = None,
         pool.start()
         housekeeping = Maintenance(services)
         housekeeping.start()  # its first pass sweeps what a crash left behind
+        webhooks = WebhookSender(services)
+        webhooks.start()  # sends what was queued before a restart, too
         try:
             yield
         finally:
+            webhooks.stop()
             housekeeping.stop()
             pool.stop()
 
@@ -52,7 +57,7 @@ def create_app(settings: Settings, *, engines: dict[str, Engine] | None = None,
     handlers.install(app)
     openapi.install(app)
     app.add_middleware(BodyLimits, services=services)
-    for module in (routes_nf, routes_drafts, routes_assets, routes_uploads, routes_misc):
+    for module in (routes_nf, routes_drafts, routes_assets, routes_uploads, routes_misc, routes_v1):
         app.include_router(module.router)
     return app
 

@@ -18,6 +18,8 @@ from .services import Services
 
 DEFAULT_FRAMES = 300
 DATED_SY8 = re.compile(r"^sy_8_\d{8}$")
+#: the official API's ids: sora-2, sora-2-pro, and dated snapshots of either
+SORA_ID = re.compile(r"^sora-2(-pro)?(-\d{4}-\d{2}-\d{2})?$")
 
 
 def resolve_engine(services: Services, model: str) -> str:
@@ -30,23 +32,24 @@ def resolve_engine(services: Services, model: str) -> str:
     if model in aliases:
         target = aliases[model]
         return target if isinstance(target, str) else model
-    if model in ("sy_8", "sy_ore") or DATED_SY8.match(model):
+    if model in ("sy_8", "sy_ore") or DATED_SY8.match(model) or SORA_ID.match(model):
         return services.settings.default_engine
     if model in services.engines:
         return model
-    accepted = ", ".join(["sy_8", "sy_ore", "sy_8_YYYYMMDD", *aliases, *services.engines])
-    raise errors.invalid_request(f"Unknown model {_show(model)}. Accepted: {accepted}.", "model")
+    accepted = ", ".join(["sy_8", "sy_ore", "sy_8_YYYYMMDD", "sora-2", "sora-2-pro", *aliases,
+                          *services.engines])
+    raise errors.invalid_request(f"Unknown model {show(model)}. Accepted: {accepted}.", "model")
 
 
-def _engine(services: Services, model: str):
+def engine_for(services: Services, model: str):
     name = resolve_engine(services, model)
     engine = services.engines.get(name)
     if engine is None:
-        raise errors.invalid_request(f"Model {_show(model)} maps to {name!r}, which this server does not have.",
+        raise errors.invalid_request(f"Model {show(model)} maps to {name!r}, which this server does not have.",
                                      "model")
     reason = engine.unavailable()
     if reason:
-        raise errors.invalid_request(f"Model {_show(model)} cannot run here: {reason}", "model")
+        raise errors.invalid_request(f"Model {show(model)} cannot run here: {reason}", "model")
     return name, engine
 
 
@@ -61,11 +64,11 @@ def _image_items(services: Services, items: list[dict] | None, user_id: str, eng
     if upload is None:
         raise errors.invalid_request("inpaint_items names an upload that does not exist.", "inpaint_items")
     if not engine.supports_image:
-        raise errors.invalid_request(f"Model {_show(model)} has no image-to-video pipeline here.", "inpaint_items")
+        raise errors.invalid_request(f"Model {show(model)} has no image-to-video pipeline here.", "inpaint_items")
     return [{"kind": "upload", "upload_id": upload["id"]}]
 
 
-def _show(value: str) -> str:
+def show(value: str) -> str:
     """A client's value quoted in an error: short, so a huge field is never echoed back."""
     return repr(safe_name(value))
 
@@ -73,7 +76,7 @@ def _show(value: str) -> str:
 def _choice(value: str | None, default: str, allowed: tuple[str, ...], param: str) -> str:
     value = default if value is None else value
     if value not in allowed:
-        raise errors.invalid_request(f"{param} must be one of {', '.join(allowed)}; got {_show(value)}.", param)
+        raise errors.invalid_request(f"{param} must be one of {', '.join(allowed)}; got {show(value)}.", param)
     return value
 
 
@@ -103,7 +106,7 @@ def build_row(services: Services, req: CreateRequest, raw: dict[str, Any], user_
     if not 1 <= n_frames <= s.max_frames:
         raise errors.invalid_request(f"n_frames must be from 1 to {s.max_frames}; got {n_frames}.", "n_frames")
     model = req.model or "sy_8"
-    engine_name, engine = _engine(services, model)
+    engine_name, engine = engine_for(services, model)
     items = _image_items(services, req.inpaint_items, user_id, engine, model)
     plan = engine.plan(orientation, size, n_frames, image=bool(items))  # the real size and frames
     return {
@@ -124,17 +127,23 @@ def body_hash(raw: dict[str, Any]) -> str:
 
 def submit(services: Services, user: dict, req: CreateRequest, raw: dict, idem_key: str | None) -> dict:
     """Create (or replay) a task; returns its row. Raises ApiError for refusals."""
-    store, digest = services.store, body_hash(raw)
-    row = build_row(services, req, raw, user["id"])
+    return insert(services, user, build_row(services, req, raw, user["id"]), raw, idem_key)
+
+
+def insert(services: Services, user: dict, row: dict, raw: dict, idem_key: str | None, *,
+           fresh_key: bool = False) -> dict:
+    """Insert a built task past the quota (or replay the key's task) and admit it; every door's
+    create ends here. ``fresh_key``: the key now names this new task instead of replaying."""
     hint = _retry_hint(services)
     try:
-        row, replayed = store.create_task(row, idem_key, digest,
-                                          check=lambda usage: services.quota.check_create(user, hint, usage))
+        row, replayed = services.store.create_task(
+            row, idem_key, body_hash(raw), check=lambda usage: services.quota.check_create(user, hint, usage),
+            replace_key=fresh_key)
     except IdempotencyConflict:
         raise errors.idempotency_conflict() from None
     if not replayed:
         admit(services, row)
-    return store.task(row["id"])
+    return services.store.task(row["id"])
 
 
 def _retry_hint(services: Services) -> int:

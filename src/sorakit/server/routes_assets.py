@@ -15,7 +15,8 @@ from .deps import get_services
 from .services import Services
 
 router = APIRouter(tags=["assets"])
-FILES = {"video.mp4": ("video_file", "video/mp4"), "thumbnail.webp": ("thumbnail_file", "image/webp")}
+FILES = {"video.mp4": ("video_file", "video/mp4"), "thumbnail.webp": ("thumbnail_file", "image/webp"),
+         "spritesheet.jpg": ("spritesheet_file", "image/jpeg")}
 
 
 def _xml_error(status: int, code: str, message: str) -> Response:
@@ -37,14 +38,14 @@ def asset(gen_id: str, filename: str, request: Request, services: Services = Dep
     path = services.settings.media_dir / row[column] if row and row[column] else None
     if path is None or not path.is_file():
         return _xml_error(404, "BlobNotFound", "The specified blob does not exist.")
-    _drop_malformed_range(request)
+    drop_malformed_range(request)
     return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
 
 
 _RANGE = re.compile(r"^bytes=(\d+-\d*|-\d+)(,\s*(\d+-\d*|-\d+))*$")
 
 
-def _drop_malformed_range(request: Request) -> None:
+def drop_malformed_range(request: Request) -> None:
     """A malformed or backwards Range is ignored (RFC 9110 allows it; blob storage answers 200)."""
     value = request.headers.get("range")
     if value is None:

@@ -26,6 +26,8 @@ class Services:
     blocklist: BlockList
     #: set when a task is queued, so an idle worker starts it at once instead of at its next poll
     work_ready: threading.Event = field(default_factory=threading.Event)
+    #: set when a webhook delivery is queued, so the sender posts it at once instead of at its next poll
+    webhook_ready: threading.Event = field(default_factory=threading.Event)
 
 
 def build_services(settings: Settings, engines: dict[str, Engine] | None = None) -> Services:

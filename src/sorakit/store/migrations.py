@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Connection, insert, inspect, select
+from sqlalchemy import Column, Connection, Table, insert, inspect, select
 
 from . import schema
 
@@ -32,10 +32,34 @@ def _uploads(conn: Connection) -> None:
     schema.uploads.create(conn, checkfirst=True)
 
 
+def _add_column(conn: Connection, table: Table, column: Column) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` for a nullable column, unless 0001 already made it.
+
+    The type and names are rendered by the connection's own dialect, so the same step runs on
+    SQLite and PostgreSQL.
+    """
+    if column.name in {c["name"] for c in inspect(conn).get_columns(table.name)}:
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    kind = column.type.compile(dialect=conn.dialect)
+    conn.exec_driver_sql(f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {kind}")
+
+
+def _generations_spritesheet(conn: Connection) -> None:
+    _add_column(conn, schema.generations, schema.generations.c.spritesheet_file)
+
+
+def _webhooks(conn: Connection) -> None:
+    schema.webhook_endpoints.create(conn, checkfirst=True)
+    schema.webhook_deliveries.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_initial", _initial),
     ("0002_tasks_status_finished_index", _status_finished_index),
     ("0003_uploads", _uploads),
+    ("0004_generations_spritesheet", _generations_spritesheet),
+    ("0005_webhooks", _webhooks),
 ]
 
 

@@ -76,6 +76,7 @@ generations = Table(
     Column("n_frames", Integer),
     Column("video_file", String(300)),
     Column("thumbnail_file", String(300)),
+    Column("spritesheet_file", String(300)),  # added by 0004: NULL on older drafts and on errors
     Column("video_bytes", Integer),
     Column("reason_str", Text),
     Column("error_reason", Text),
@@ -110,4 +111,38 @@ schema_migrations = Table(
     "schema_migrations", metadata,
     Column("name", String(200), primary_key=True),
     Column("applied_at", Float, nullable=False),
+)
+
+webhook_endpoints = Table(
+    "webhook_endpoints", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("user_id", String(40), ForeignKey("users.id"), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("secret", String(100), nullable=False),  # whsec_...: kept as given, it signs every send
+    Column("events", JSON, nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_webhook_endpoints_user", "user_id"),
+)
+
+# One row per event and endpoint. ``next_attempt_at`` doubles as the lease: a claim pushes it past
+# the send's timeout, so a sender that died mid-send is retried once it passes. No foreign key to
+# tasks: retention may prune a task while its event is still being retried.
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("event_id", String(40), nullable=False),
+    Column("endpoint_id", String(40), ForeignKey("webhook_endpoints.id"), nullable=False),
+    Column("task_id", String(40), nullable=False),
+    Column("event_type", String(40), nullable=False),
+    Column("payload", Text, nullable=False),  # the exact body: every retry sends the same bytes
+    Column("status", String(20), nullable=False),  # pending | delivered | failed
+    Column("created_at", Float, nullable=False),
+    Column("next_attempt_at", Float, nullable=False),
+    Column("lease_owner", String(200)),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_status", Integer),
+    Column("last_error", Text),
+    Column("delivered_at", Float),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_endpoint", "endpoint_id", "status"),
 )

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, and_, delete, false, func, insert, or_, select, u
 from sqlalchemy.exc import IntegrityError
 
 from ..ids import new_id
+from . import webhooks
 from .schema import generations, idempotency_keys, tasks, tokens, uploads, users
 
 ACTIVE = ("preprocessing", "queued", "running", "processing")
@@ -73,6 +74,12 @@ def _count_queued(conn) -> int:
 
 def _row(row) -> dict[str, Any] | None:
     return dict(row._mapping) if row is not None else None
+
+
+def _task_ended(conn, task_id: str, status: str, now: float) -> None:
+    """Every place a task ends calls this inside its transaction: the task's webhook
+    deliveries commit with its status, or not at all."""
+    webhooks.enqueue(conn, task_id, status, now)
 
 
 class Store:
@@ -146,17 +153,22 @@ class Store:
 
     # -- creating tasks -------------------------------------------------------------------
     def create_task(self, row: dict, idem_key: str | None = None, body_hash: str = "",
-                    check: Callable[[Usage], None] | None = None) -> tuple[dict, bool]:
+                    check: Callable[[Usage], None] | None = None,
+                    replace_key: bool = False) -> tuple[dict, bool]:
         """Insert a task; with an idempotency key, return ``(original, True)`` on a replay.
 
         ``check`` sees the user's usage inside the inserting transaction and raises to refuse, so
         a quota decision holds for any number of processes: on SQLite the transaction holds the
         write lock from its first statement; elsewhere the user's row is locked first.
+        ``replace_key``: the key is re-pointed at this new task instead of replaying an older one.
         """
         now = self.clock()
         with self.engine.begin() as conn:
             conn.execute(select(users.c.id).where(users.c.id == row["user_id"]).with_for_update())
-            if idem_key:
+            if idem_key and replace_key:
+                conn.execute(delete(idempotency_keys).where(idempotency_keys.c.user_id == row["user_id"],
+                                                            idempotency_keys.c.key == idem_key))
+            elif idem_key:
                 original = self._replay(conn, row["user_id"], idem_key, body_hash, now)
                 if original:
                     return original, True
@@ -168,6 +180,11 @@ class Store:
                     task_id=row["id"], created_at=now))
             conn.execute(insert(tasks).values(**row))
         return row, False
+
+    def replay(self, user_id: str, key: str, body_hash: str) -> dict | None:
+        """The task an idempotency key already made, if any (IdempotencyConflict on another body)."""
+        with self.engine.begin() as conn:
+            return self._replay(conn, user_id, key, body_hash, self.clock())
 
     def _replay(self, conn, user_id: str, key: str, body_hash: str, now: float) -> dict | None:
         where = and_(idempotency_keys.c.user_id == user_id, idempotency_keys.c.key == key)
@@ -239,9 +256,10 @@ class Store:
         now = self.clock()
         with self.engine.begin() as conn:
             mine = and_(tasks.c.id == task_id, tasks.c.user_id == user_id)
-            conn.execute(update(tasks).where(mine, tasks.c.status.in_(("preprocessing", "queued")))
-                         .values(status="cancelled", failure_reason="task_cancelled", finished_at=now,
-                                 progress=None))
+            if conn.execute(update(tasks).where(mine, tasks.c.status.in_(("preprocessing", "queued")))
+                            .values(status="cancelled", failure_reason="task_cancelled", finished_at=now,
+                                    progress=None)).rowcount:
+                _task_ended(conn, task_id, "cancelled", now)
             conn.execute(update(tasks).where(mine, tasks.c.status.in_(("running", "processing")))
                          .values(cancel_requested=True))
             return _row(conn.execute(select(tasks).where(mine)).first())
@@ -259,8 +277,11 @@ class Store:
             row = _row(conn.execute(stmt).first())
             if row is None:
                 return None
+            # A retaken task keeps the progress its dead attempt reached: progress never goes
+            # backwards (the new attempt's bar stalls there until it passes it).
+            progress = 0.0 if row["progress"] is None else row["progress"]
             values = {"status": "running", "lease_owner": owner, "lease_expires": now + lease_seconds,
-                      "attempts": row["attempts"] + 1, "progress": 0.0,
+                      "attempts": row["attempts"] + 1, "progress": progress,
                       "started_at": row["started_at"] or now}
             conn.execute(update(tasks).where(tasks.c.id == row["id"]).values(**values))
             row.update(values)
@@ -275,6 +296,7 @@ class Store:
                                        tasks.c.width, tasks.c.height).where(stale)).all():
             conn.execute(update(tasks).where(tasks.c.id == row.id).values(
                 status="failed", failure_reason=reason, finished_at=now, lease_owner=None))
+            _task_ended(conn, row.id, "failed", now)
             conn.execute(insert(generations).values(
                 id=new_id("gen"), task_id=row.id, user_id=row.user_id, kind="sora_error", created_at=now,
                 width=row.width, height=row.height, reason_str=reason, error_reason="attempts_exhausted",
@@ -308,23 +330,28 @@ class Store:
                 lease_expires=None, **progress)).rowcount == 1
             if done and generation is not None:
                 conn.execute(insert(generations).values(**generation))
+            if done:
+                _task_ended(conn, claim.task["id"], status, now)
         return done
 
     def release(self, claim: Claim) -> bool:
-        """Hand a task back to the queue (graceful shutdown): this attempt does not count."""
+        """Hand a task back to the queue (graceful shutdown): this attempt does not count. Its
+        progress stays, so the next attempt carries on from that mark (/v1 never goes back)."""
         stmt = update(tasks).where(self._held(claim)).values(
-            status="queued", lease_owner=None, lease_expires=None, progress=None,
-            attempts=tasks.c.attempts - 1)
+            status="queued", lease_owner=None, lease_expires=None, attempts=tasks.c.attempts - 1)
         return self._write(stmt) == 1
 
     def fail_unclaimed(self, task_id: str, failure_reason: str, generation: dict | None = None) -> None:
         """Fail a task no worker holds (moderation at admission)."""
+        now = self.clock()
         with self.engine.begin() as conn:
             moved = conn.execute(update(tasks).where(tasks.c.id == task_id, tasks.c.status == "preprocessing")
                                  .values(status="failed", failure_reason=failure_reason,
-                                         finished_at=self.clock())).rowcount
+                                         finished_at=now)).rowcount
             if moved and generation is not None:  # another process may have admitted it already
                 conn.execute(insert(generations).values(**generation))
+            if moved:
+                _task_ended(conn, task_id, "failed", now)
 
     # -- uploads (image-to-video sources) ----------------------------------------------------
     def add_upload(self, row: dict, quota: int | None = None) -> tuple[bool, int]:
@@ -446,6 +473,35 @@ class Store:
                                         tasks.c.lease_expires >= self.clock())
         with self._read() as conn:
             return set(conn.execute(stmt).scalars())
+
+    # -- the official API's view: every task is a video -----------------------------------
+    def tasks_page(self, user_id: str, limit: int, newest_first: bool = True,
+                   after: tuple[float, str] | None = None) -> list[dict]:
+        """The user's tasks by creation time; ``after`` is the (created_at, id) of the last one seen."""
+        listed = [c for c in tasks.c if c.name != "request"]
+        stmt = select(*listed).where(tasks.c.user_id == user_id)
+        if after is not None:
+            created, last_id = after
+            before = (tasks.c.created_at < created) if newest_first else (tasks.c.created_at > created)
+            tie = (tasks.c.id < last_id) if newest_first else (tasks.c.id > last_id)
+            stmt = stmt.where(or_(before, and_(tasks.c.created_at == created, tie)))
+        order = (tasks.c.created_at.desc(), tasks.c.id.desc()) if newest_first else (tasks.c.created_at, tasks.c.id)
+        return self._all(stmt.order_by(*order).limit(limit))
+
+    def delete_task(self, task_id: str, user_id: str) -> list[dict] | None:
+        """Delete a task with its drafts and keys; returns the drafts (their files are the caller's
+        to remove), or None when the user has no such task. A running task's worker then finds its
+        lease gone, stops, and records nothing."""
+        with self.engine.begin() as conn:
+            mine = and_(tasks.c.id == task_id, tasks.c.user_id == user_id)
+            if conn.execute(select(tasks.c.id).where(mine)).first() is None:
+                return None
+            gens = [dict(r._mapping) for r in conn.execute(select(generations).where(
+                generations.c.task_id == task_id))]
+            conn.execute(delete(generations).where(generations.c.task_id == task_id))
+            conn.execute(delete(idempotency_keys).where(idempotency_keys.c.task_id == task_id))
+            conn.execute(delete(tasks).where(mine))
+        return gens
 
     # -- retention ------------------------------------------------------------------------
     def prune(self, finished_before: float) -> tuple[int, int]:

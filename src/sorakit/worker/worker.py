@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ..engines import Cancelled, EngineError, RenderJob
 from ..ids import new_id
-from ..media.encode import encode_mp4, write_webp_thumbnail
+from ..media.encode import encode_mp4, write_spritesheet, write_webp_thumbnail
 from ..private import private_dir, private_files
 from ..server.create import creation_config
 from ..server.services import Services
@@ -29,6 +29,9 @@ from ..store import Claim
 log = logging.getLogger("sorakit.worker")
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes
 CANCEL_POLL = 0.25  # seconds between looks at the cancel flag: a cancel lands well within a second
+#: the files a finished draft has, and the generations column naming each
+OUTPUTS = {"video.mp4": "video_file", "thumbnail.webp": "thumbnail_file",
+           "spritesheet.jpg": "spritesheet_file"}
 
 
 class Heartbeat(threading.Thread):
@@ -61,6 +64,9 @@ class TaskContext:
     def __init__(self, services: Services, claim: Claim, heartbeat: Heartbeat, share: float) -> None:
         self.services, self.claim, self.heartbeat, self.share = services, claim, heartbeat, share
         self.n_frames = claim.task["n_frames"]
+        # A retried attempt starts over, but the bar it shows never drops below what an earlier
+        # attempt reached (the official API's progress must not go backwards): it stalls instead.
+        self.floor = claim.task["progress"] or 0.0
         self.engine_fraction = 0.0
         self.encoded = 0
         self._last_write = 0.0
@@ -85,7 +91,7 @@ class TaskContext:
         now = time.monotonic()
         if now - self._last_write >= PROGRESS_INTERVAL:
             self._last_write = now
-            self.services.store.set_progress(self.claim, min(self.overall(), 0.99))
+            self.services.store.set_progress(self.claim, max(min(self.overall(), 0.99), self.floor))
 
 
 class Worker(threading.Thread):
@@ -155,14 +161,16 @@ class Run:
                               code="engine_unavailable")
         ctx = TaskContext(self.services, self.claim, self.heartbeat, engine.progress_share)
         private_dir(self.tmp_dir)
-        video, thumb = self.tmp_dir / "video.mp4", self.tmp_dir / "thumbnail.webp"
-        result = encode_mp4(engine.frames(self._job(), ctx), video, width=self.task["width"],
-                            height=self.task["height"], fps=self.task["fps"], on_frame=ctx.on_frame,
-                            expected_frames=self.task["n_frames"])
+        t = self.task
+        result = encode_mp4(engine.frames(self._job(), ctx), self.tmp_dir / "video.mp4", width=t["width"],
+                            height=t["height"], fps=t["fps"], on_frame=ctx.on_frame,
+                            expected_frames=t["n_frames"])
         ctx.check_cancel()
         self.store.set_progress(self.claim, 1.0, status="processing")
-        write_webp_thumbnail(result.thumbnail_frame, thumb)
-        self._publish(engine, video, thumb, result.n_frames)
+        write_webp_thumbnail(result.thumbnail_frame, self.tmp_dir / "thumbnail.webp")
+        # made now from tiles kept while encoding, so nobody decodes the MP4 again for it
+        write_spritesheet(result.tiles, self.tmp_dir / "spritesheet.jpg")
+        self._publish(engine, result.n_frames)
 
     def _job(self) -> RenderJob:
         t = self.task
@@ -180,15 +188,15 @@ class Run:
             raise EngineError("The uploaded image of this task no longer exists.", code="upload_missing")
         return path
 
-    def _publish(self, engine, video: Path, thumb: Path, n_frames: int) -> None:
+    def _publish(self, engine, n_frames: int) -> None:
         gen_id = new_id("gen")
         final = private_dir(self.services.settings.media_dir / gen_id)
-        private_files(video, thumb)
-        os.replace(video, final / "video.mp4")
-        os.replace(thumb, final / "thumbnail.webp")
+        private_files(*(self.tmp_dir / name for name in OUTPUTS))
+        for name in OUTPUTS:
+            os.replace(self.tmp_dir / name, final / name)
+        files = {column: f"{gen_id}/{name}" for name, column in OUTPUTS.items()}
         row = self._generation(gen_id, "sora_draft", engine=engine.describe(), n_frames=n_frames,
-                               video_file=f"{gen_id}/video.mp4", thumbnail_file=f"{gen_id}/thumbnail.webp",
-                               video_bytes=(final / "video.mp4").stat().st_size)
+                               video_bytes=(final / "video.mp4").stat().st_size, **files)
         if not self.store.finish(self.claim, "succeeded", generation=row):
             log.warning("task %s: lease lost before commit; discarding output", self.task["id"])
             shutil.rmtree(final, ignore_errors=True)
@@ -201,8 +209,8 @@ class Run:
                 "engine": engine, "fps": t["fps"]}
         row = {"id": gen_id, "task_id": t["id"], "user_id": t["user_id"], "kind": kind,
                "created_at": self.store.clock(), "width": t["width"], "height": t["height"],
-               "n_frames": None, "video_file": None, "thumbnail_file": None, "video_bytes": None,
-               "reason_str": None, "error_reason": None, "meta": meta}
+               "n_frames": None, "video_file": None, "thumbnail_file": None, "spritesheet_file": None,
+               "video_bytes": None, "reason_str": None, "error_reason": None, "meta": meta}
         row.update(fields)
         return row
 
