@@ -190,3 +190,18 @@ def test_access_log_has_paths_but_no_signatures_and_no_upgrade_noise(tmp_path):
     assert "/assets/" in log and "GET /backend/nf/pending/v2" in log
     assert "sig=" not in log and "se=" not in log
     assert "Unsupported upgrade" not in log and "WebSocket" not in log
+
+
+@pytest.mark.slow
+def test_links_behind_a_trusted_proxy_on_a_real_server(tmp_path):
+    forwarded = {"X-Forwarded-Host": "videos.example.org", "X-Forwarded-Proto": "https",
+                 "X-Forwarded-For": "198.51.100.7"}
+    for proxies, expected in (("127.0.0.1", "https://videos.example.org/assets/"), ("", "http://127.0.0.1:")):
+        with ServerProcess(tmp_path / f"data{bool(proxies)}", env={"SORAKIT_TRUSTED_PROXIES": proxies}) as server:
+            task_id = server.request("POST", "/backend/nf/create", json={"prompt": "p", "n_frames": 5}).json()["id"]
+            deadline = time.monotonic() + 30
+            while (task := server.request("GET", f"/backend/nf/tasks/{task_id}/v2",
+                                          headers=forwarded).json())["status"] != "succeeded":
+                assert time.monotonic() < deadline, task
+                time.sleep(0.1)
+            assert task["generations"][0]["url"].startswith(expected), task["generations"][0]["url"]

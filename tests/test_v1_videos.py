@@ -280,3 +280,77 @@ def test_a_failed_video_says_why_with_a_code(tmp_path):
     finally:
         srv.embedded.stop()
     assert video.status == "failed" and video.error.code == "moderation_blocked" and video.error.message
+
+
+# -- what the review found ----------------------------------------------------------------------
+def _raw_create(server, key: str, retry: int, **body) -> requests.Response:
+    return requests.post(server.url + "/v1/videos", json=body, timeout=30,
+                         headers={"Authorization": f"Bearer {key}", "x-stainless-retry-count": str(retry)})
+
+
+def test_a_retry_of_a_refused_first_attempt_never_replays_an_older_video(server):
+    key = server.key("solo", concurrency=1)
+    first = _raw_create(server, key, 0, prompt="same", seconds="20")
+    assert first.status_code == 200
+    refused = _raw_create(server, key, 0, prompt="same", seconds="20")
+    assert refused.status_code == 429
+    retried = _raw_create(server, key, 1, prompt="same", seconds="20")
+    assert retried.status_code == 429, "the retry was handed the first video"
+    discard(server.sdk(key), first.json()["id"])
+
+
+def test_a_refused_create_keeps_nothing_of_its_image(server):
+    key = server.key("image-quota", concurrency=1)
+    client = server.sdk(key, max_retries=0)
+    slot = client.videos.create(prompt="takes the slot", seconds="20")
+    for kwargs in ({"size": "720x1280"}, {"size": "1280x720"}):  # a 429, then a wrong aspect
+        with pytest.raises((openai.RateLimitError, openai.BadRequestError)):
+            client.videos.create(prompt="with an image", input_reference=("a.png", png(720, 1280), "image/png"),
+                                 **kwargs)
+    listing = server.backend(key, "GET", "/backend/uploads").json()
+    assert listing["items"] == [] and listing["used_bytes"] == 0
+    discard(client, slot.id)
+
+
+def test_progress_handed_back_to_the_queue_keeps_its_mark(tmp_path):
+    srv = Server(tmp_path / "data", workers=0)
+    try:
+        client = srv.sdk()
+        video = client.videos.create(prompt="handed back")
+        store = srv.services.store
+        claim = store.claim("a-worker", 30, 3)
+        store.set_progress(claim, 0.45)
+        assert client.videos.retrieve(video.id).progress == 45
+        store.release(claim)  # a graceful stop
+        again = client.videos.retrieve(video.id)
+        assert (again.status, again.progress) == ("queued", 45)
+    finally:
+        srv.embedded.stop()
+
+
+def test_a_json_data_url_may_be_larger_than_other_strings(server, client):
+    pixels = np.random.default_rng(1).integers(0, 255, (720, 1280, 3), dtype=np.uint8)
+    out = io.BytesIO()
+    Image.fromarray(pixels).resize((160, 90)).save(out, "PNG")
+    url = "data:image/png;base64," + base64.b64encode(out.getvalue()).decode()
+    assert 25_000 < len(url) < 200_000
+    r = _raw_create(server, client.api_key, 0, prompt="json data url", size="1280x720",
+                    input_reference={"image_url": url})
+    assert r.status_code == 200, r.text
+    discard(client, r.json()["id"])
+
+
+def test_json_bodies_on_v1_get_the_json_limit_and_multipart_past_its_limit_is_413(server, client):
+    headers = {"Authorization": f"Bearer {client.api_key}"}
+    big_json = requests.post(server.url + "/v1/videos", data=b'{"prompt": "' + b"x" * 400_000 + b'"}',
+                             headers={**headers, "Content-Type": "application/json"}, timeout=30)
+    assert big_json.status_code == 413 and big_json.json()["error"]["code"] == "request_too_large"
+
+    def chunks():
+        yield b'--b\r\nContent-Disposition: form-data; name="input_reference"; filename="a.png"\r\n\r\n'
+        for _ in range(22):
+            yield b"x" * (1024 * 1024)
+
+    big_form = requests.post(server.url + "/v1/videos", data=chunks(), timeout=30,
+                             headers={**headers, "Content-Type": "multipart/form-data; boundary=b"})
+    assert big_form.status_code == 413, big_form.text[:200]

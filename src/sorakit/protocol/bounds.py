@@ -31,6 +31,8 @@ class Limits:
     items: int = MAX_ITEMS
     key_chars: int = MAX_KEY_CHARS
     string_chars: int = MAX_STRING_CHARS
+    #: paths allowed longer strings than ``string_chars`` (a data URL), with their own limit
+    long_strings: tuple[tuple[str, int], ...] = ()
 
 
 def safe_name(name: Any, limit: int = 40) -> str:
@@ -62,7 +64,7 @@ def check(value: Any, limits: Limits = Limits()) -> None:
     while stack:
         item, path, depth = stack.pop()
         if isinstance(item, str):
-            _check_text(item, path, limits.string_chars, "text")
+            _check_text(item, path, dict(limits.long_strings).get(path, limits.string_chars), "text")
             continue
         if not isinstance(item, (dict, list)):
             continue

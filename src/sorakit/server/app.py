@@ -63,9 +63,10 @@ def create_app(settings: Settings, *, engines: dict[str, Engine] | None = None,
 
 
 def uvicorn_options(settings: Settings) -> dict:
-    """How every sorakit server runs uvicorn: our log filters, and forwarded headers believed
-    from the configured proxies only (uvicorn alone would believe 127.0.0.1)."""
+    """How every sorakit server runs uvicorn: our log filters, and uvicorn's own forwarded-header
+    handling off. It would believe 127.0.0.1 by default, and with it on, the peer a request
+    shows is the end user rather than the proxy, so links.link_base could no longer tell whether
+    to believe X-Forwarded-Host: trusted_proxies are judged there, in one place."""
     from .logs import uvicorn_log_config
 
-    return {"log_config": uvicorn_log_config(), "proxy_headers": bool(settings.trusted_proxies),
-            "forwarded_allow_ips": ",".join(settings.trusted_proxies) or "", "server_header": False}
+    return {"log_config": uvicorn_log_config(), "proxy_headers": False, "server_header": False}

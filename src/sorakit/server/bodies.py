@@ -32,11 +32,11 @@ def parse_json(data: bytes) -> Any:
         raise errors.invalid_request("The request body is not valid JSON.") from None
 
 
-def validate(model: type[M], value: Any) -> M:
+def validate(model: type[M], value: Any, limits: bounds.Limits = bounds.Limits()) -> M:
     if not isinstance(value, dict):
         raise errors.invalid_request("The request body must be a JSON object.")
     try:
-        bounds.check(value)
+        bounds.check(value, limits)
         parsed = model.model_validate(value)
         bounds.check_extra(parsed.model_extra)
     except bounds.BoundsError as exc:

@@ -73,17 +73,18 @@ class BodyLimits:
         self.app = app
         self.services = services
 
-    def limit_for(self, method: str, path: str) -> int:
+    def limit_for(self, method: str, path: str, content_type: str | None) -> int:
         s = self.services.settings
-        if (method, path.rstrip("/")) in UPLOAD_ROUTES:
+        multipart = (content_type or "").lower().startswith("multipart/")
+        if multipart and (method, path.rstrip("/")) in UPLOAD_ROUTES:
             return s.upload_max_bytes + MULTIPART_ROOM
-        return s.max_body_bytes
+        return s.max_body_bytes  # JSON needs no room for a file, whatever the route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not _has_body(scope):
             await self.app(scope, receive, send)
             return
-        limit = self.limit_for(scope["method"], scope["path"])
+        limit = self.limit_for(scope["method"], scope["path"], _header(scope, b"content-type"))
         declared = _declared_length(scope)
         if declared is not None and declared > limit:
             await _answer(scope, receive, send, BodyTooLarge(limit))

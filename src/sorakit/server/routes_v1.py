@@ -11,8 +11,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
-from ..protocol import errors
+from ..protocol import bounds, errors
 from ..protocol.errors import ApiError
 from . import v1
 from .bodies import parse_json, validate
@@ -21,6 +22,8 @@ from .routes_assets import drop_malformed_range
 from .services import Services
 
 router = APIRouter(prefix="/v1/videos", tags=["videos (official API)"])
+#: a JSON body's data URL may use the whole JSON body limit (multipart takes larger images)
+JSON_LIMITS = bounds.Limits(long_strings=(("input_reference.image_url", 10 * 1024 * 1024),))
 FORM_FIELDS = ("prompt", "model", "seconds", "size")
 CONTENT = {"video": ("video_file", "video/mp4"), "thumbnail": ("thumbnail_file", "image/webp"),
            "spritesheet": ("spritesheet_file", "image/jpeg")}
@@ -28,10 +31,13 @@ CONTENT = {"video": ("video_file", "video/mp4"), "thumbnail": ("thumbnail_file",
 
 # -- reading the create request ----------------------------------------------------------------
 async def _form(request: Request, services: Services) -> tuple[v1.VideoCreate, v1.Reference]:
-    # A data URL travels as a form field: let one be as large as an upload may be.
+    # A data URL may travel as a form field: base64 of an image as large as an upload may be
+    # (the body limit still caps the whole request at upload_max_bytes plus a little).
     room = services.settings.upload_max_bytes * 4 // 3 + 1024
     try:
         form = await request.form(max_files=1, max_fields=32, max_part_size=room)
+    except (ApiError, HTTPException):  # 413 from the body limit, among others: pass it on
+        raise
     except Exception:  # starlette's multipart errors carry no stable type across versions
         raise errors.invalid_request("The multipart form could not be read.") from None
     fields: dict[str, Any] = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile)}
@@ -48,7 +54,7 @@ async def create_body(request: Request, services: Services = Depends(get_service
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         return await _form(request, services)
-    req = validate(v1.VideoCreate, parse_json(await request.body()))
+    req = validate(v1.VideoCreate, parse_json(await request.body()), JSON_LIMITS)
     ref = req.input_reference or v1.ImageReference()
     return req, v1.Reference(data_url=ref.image_url, file_id=ref.file_id)
 
@@ -136,7 +142,7 @@ def _cursor(services: Services, user: dict, after: str | None) -> tuple[float, s
 
 @router.get("")
 def list_videos(user: dict = Depends(current_user), services: Services = Depends(get_services),
-                limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                limit: Annotated[int, Query(ge=0, le=100)] = 20,
                 order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
                 after: Annotated[str | None, Query(max_length=200)] = None) -> dict:
     """The caller's videos (from either API), `limit` per page, then `after` the last id."""

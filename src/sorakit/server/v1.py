@@ -36,6 +36,8 @@ STATUS = {"preprocessing": "queued", "queued": "queued", "running": "in_progress
           "processing": "in_progress", "succeeded": "completed", "failed": "failed", "cancelled": "failed"}
 #: how soon ``create_and_poll`` should look again (``openai-poll-after-ms``)
 POLL_AFTER_MS = {"queued": 2000, "in_progress": 1000}
+#: an SDK retry comes within its timeout (10 min by default) and backoff of the first attempt
+AUTO_KEY_WINDOW = 15 * 60.0
 ERROR_CODES = {"sora_content_violation": "moderation_blocked", "sora_error": "generation_failed"}
 
 
@@ -71,6 +73,8 @@ class Reference:
     part: UploadFile | None = None
     data_url: str | None = None
     file_id: str | None = None
+    #: the upload this request made of it: discarded again if the create is refused
+    saved: str | None = None
 
     @property
     def given(self) -> bool:
@@ -124,10 +128,12 @@ def _reference_upload(services: Services, user: dict, ref: Reference) -> dict:
         return row
     part = ref.part or _data_url_part(ref.data_url or "")
     try:
-        return uploads.save(services, user["id"], part, part.filename)
+        row = uploads.save(services, user["id"], part, part.filename)
     except ApiError as exc:
         exc.param = "input_reference"
         raise
+    ref.saved = row["id"]
+    return row
 
 
 def _check_aspect(upload: dict, width: int, height: int) -> None:
@@ -187,25 +193,40 @@ def request_key(req: VideoCreate, ref_digest: str | None) -> tuple[dict, str]:
 def submit(services: Services, user: dict, req: VideoCreate, ref: Reference, idem_key: str | None,
            sdk_retry: int) -> dict:
     raw, auto_key = request_key(req, _digest(ref))
-    if idem_key is None:
-        # a retry replays the first attempt's task; a first attempt re-points the key at its own
-        idem_key, fresh = auto_key, sdk_retry == 0
-    else:
-        fresh = False
+    implicit = idem_key is None
+    # An SDK retry replays its first attempt's task; a first attempt re-points the key at its own.
+    key, fresh = (auto_key, sdk_retry == 0) if implicit else (idem_key, False)
     if not fresh:
-        found = _replayable(services, user, idem_key, raw)
+        found = _replayable(services, user, key, raw, AUTO_KEY_WINDOW if implicit else None)
         if found is not None:
             return found
-    row = build_row(services, user, req, ref)
-    return create.insert(services, user, row, raw, idem_key, fresh_key=fresh)
+    try:
+        return create.insert(services, user, build_row(services, user, req, ref), raw, key, fresh_key=fresh)
+    except ApiError:  # refused: nothing was inserted
+        _refused(services, user, ref, key if fresh else None)
+        raise
 
 
-def _replayable(services: Services, user: dict, key: str, raw: dict) -> dict | None:
+def _refused(services: Services, user: dict, ref: Reference, fresh_key: str | None) -> None:
+    """Undo what a refused create left: its reference image, and (first attempts) the implicit key,
+    which would otherwise still name an older task with the same body for the SDK's retry."""
+    if ref.saved:
+        try:
+            uploads.delete(services, user["id"], ref.saved)
+        except ApiError:  # already gone, or (a replay's) task needs it: keep it
+            pass
+    if fresh_key:
+        services.store.forget_key(user["id"], fresh_key)
+
+
+def _replayable(services: Services, user: dict, key: str, raw: dict, window: float | None) -> dict | None:
     """The task a key already made (before anything is uploaded or planned again)."""
     from ..store import IdempotencyConflict
 
     try:
-        return services.store.replay(user["id"], key, create.body_hash(raw))
+        if window is None:
+            return services.store.replay(user["id"], key, create.body_hash(raw))
+        return services.store.replay(user["id"], key, create.body_hash(raw), window)
     except IdempotencyConflict:
         raise errors.idempotency_conflict() from None
 
@@ -231,9 +252,8 @@ def seconds_of(row: dict) -> str:
 def progress_of(row: dict, status: str) -> int:
     if status == "completed":
         return 100
-    if status == "queued":
-        return 0
-    # in progress tops out at 99: 100 means done
+    # A task handed back to the queue keeps the mark it reached (never backwards); in progress
+    # tops out at 99, since 100 means done.
     return min(int((row["progress"] or 0.0) * 100), 99)
 
 

@@ -181,17 +181,24 @@ class Store:
             conn.execute(insert(tasks).values(**row))
         return row, False
 
-    def replay(self, user_id: str, key: str, body_hash: str) -> dict | None:
-        """The task an idempotency key already made, if any (IdempotencyConflict on another body)."""
+    def replay(self, user_id: str, key: str, body_hash: str,
+               window: float = IDEMPOTENCY_WINDOW) -> dict | None:
+        """The task an idempotency key made within ``window`` seconds, if any (IdempotencyConflict
+        on another body)."""
         with self.engine.begin() as conn:
-            return self._replay(conn, user_id, key, body_hash, self.clock())
+            return self._replay(conn, user_id, key, body_hash, self.clock(), window)
 
-    def _replay(self, conn, user_id: str, key: str, body_hash: str, now: float) -> dict | None:
+    def forget_key(self, user_id: str, key: str) -> None:
+        self._write(delete(idempotency_keys).where(idempotency_keys.c.user_id == user_id,
+                                                   idempotency_keys.c.key == key))
+
+    def _replay(self, conn, user_id: str, key: str, body_hash: str, now: float,
+                window: float = IDEMPOTENCY_WINDOW) -> dict | None:
         where = and_(idempotency_keys.c.user_id == user_id, idempotency_keys.c.key == key)
         found = _row(conn.execute(select(idempotency_keys).where(where)).first())
         if found is None:
             return None
-        if found["created_at"] < now - IDEMPOTENCY_WINDOW:
+        if found["created_at"] < now - window:
             conn.execute(delete(idempotency_keys).where(where))
             return None
         if found["body_hash"] != body_hash:
@@ -468,9 +475,9 @@ class Store:
             return row
 
     def held_task_ids(self) -> set[str]:
-        """Tasks a worker holds a current lease on (their temp files are live)."""
-        stmt = select(tasks.c.id).where(tasks.c.status.in_(("running", "processing")),
-                                        tasks.c.lease_expires >= self.clock())
+        """Tasks some worker runs (their temp files may be live). Judged by status, not by the
+        lease: a worker whose lease lapsed for a moment (a busy database) still writes there."""
+        stmt = select(tasks.c.id).where(tasks.c.status.in_(("running", "processing")))
         with self._read() as conn:
             return set(conn.execute(stmt).scalars())
 
