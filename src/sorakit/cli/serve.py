@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from pathlib import Path
 from typing import Annotated
 
@@ -10,25 +11,59 @@ import typer
 
 from ..config import Settings
 from ..protocol.errors import ApiError
-from ..server import auth
+from ..server import auth, sessions
 from ..server.services import Services, build_services
 from .common import DataDir, settings, write_private
 
 LOCAL_USER = "local"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 LOCAL_TOKEN_TTL = 365 * 86400.0
+LOCAL_PASSWORD = "local.password"
 
 
 def ensure_local_user(services: Services) -> Path | None:
-    """On a first start (no users at all), make user ``local`` and write its token file."""
+    """On a first start (no users at all), make user ``local`` and write its token file; returns
+    that file's path then. User ``local`` also gets a password for the web app, see below."""
     store = services.store
-    if store.count_users() > 0:
-        return None
-    user = store.create_user(LOCAL_USER)
-    token, _ = auth.issue(store, services.jwt_key, user["id"], LOCAL_TOKEN_TTL)
-    path = services.settings.data_dir / "local.token"
-    write_private(path, token + "\n")
+    path = None
+    if store.count_users() == 0:
+        user = store.create_user(LOCAL_USER)
+        token, _ = auth.issue(store, services.jwt_key, user["id"], LOCAL_TOKEN_TTL)
+        path = services.settings.data_dir / "local.token"
+        write_private(path, token + "\n")
+    ensure_local_password(services)
     return path
+
+
+def ensure_local_password(services: Services) -> None:
+    """Give user ``local`` a generated password in ``local.password`` when it has none: on a first
+    start, and in a data dir made before the web app existed."""
+    user = services.store.user_by_name(LOCAL_USER)
+    if user is None or user["password_hash"]:
+        return
+    password = secrets.token_urlsafe(12)
+    # the file first: if we stop between the two, local still has no password and the next start
+    # makes a new one, rather than leaving a password set that no file tells
+    write_private(services.settings.data_dir / LOCAL_PASSWORD, password + "\n")
+    services.store.set_password(user["id"], sessions.hash_password(password))
+
+
+def local_password_file(services: Services) -> Path | None:
+    """``local.password``, if the password in it signs ``local`` in (not changed since, not disabled)."""
+    path = services.settings.data_dir / LOCAL_PASSWORD
+    user = services.store.user_by_name(LOCAL_USER)
+    if user is None or user["disabled_at"] is not None or not path.is_file():
+        return None
+    return path if sessions.verify_password(path.read_text().strip(), user["password_hash"]) else None
+
+
+def browser_url(s: Settings) -> str:
+    """The address to open in a browser: public_base_url, or where we listen (a wildcard
+    address names this machine's loopback)."""
+    if s.public_base_url:
+        return s.public_base_url.rstrip("/") + "/"
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(s.host, s.host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{s.port}/"
 
 
 def local_token(services: Services) -> str:
@@ -77,4 +112,8 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to listen on 
                    f"network, set --public-base-url (and trusted_proxies) so they name the right one.")
     typer.echo(f"sorakit serving on http://{s.host}:{s.port} (data in {s.data_dir}, "
                f"{s.workers} worker(s), docs at /docs)")
+    password_file = local_password_file(services)
+    if password_file:  # last, where a newcomer looks
+        typer.echo(f"Open {browser_url(s)} and sign in as '{LOCAL_USER}' with the password in "
+                   f"{password_file}")
     run_server(s, services)

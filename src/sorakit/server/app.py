@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from .. import __version__
 from ..config import Settings
 from ..engines import Engine
-from . import (handlers, openapi, routes_assets, routes_drafts, routes_misc, routes_nf, routes_uploads,
-               routes_v1)
+from . import (handlers, openapi, routes_assets, routes_auth, routes_drafts, routes_misc, routes_models,
+               routes_nf, routes_uploads, routes_v1, routes_web)
 from .create import admit
 from .limits import BodyLimits
 from .maintenance import Maintenance
@@ -57,7 +57,8 @@ def create_app(settings: Settings, *, engines: dict[str, Engine] | None = None,
     handlers.install(app)
     openapi.install(app)
     app.add_middleware(BodyLimits, services=services)
-    for module in (routes_nf, routes_drafts, routes_assets, routes_uploads, routes_misc, routes_v1):
+    for module in (routes_nf, routes_drafts, routes_assets, routes_uploads, routes_misc, routes_auth,
+                   routes_models, routes_v1, routes_web):
         app.include_router(module.router)
     return app
 

@@ -1,6 +1,7 @@
 """Bearer tokens (PROTOCOL section 1): JWTs signed by the server, with ``sub``, ``exp`` and ``jti``.
 
-Each token's ``jti`` is a row in the store, so a token can be revoked.
+Each token's ``jti`` is a row in the store, so a token can be revoked; a disabled user's tokens
+are all refused.
 """
 
 from __future__ import annotations
@@ -13,11 +14,17 @@ from ..store import Store
 ALGORITHM = "HS256"
 
 
+def encode(key: bytes, row: dict) -> str:
+    """The JWT of a token row. The same row always gives the same JWT, so a session's token can be
+    handed out again without keeping the JWT itself anywhere."""
+    claims = {"sub": row["user_id"], "jti": row["id"], "iat": int(row["created_at"]),
+              "exp": int(row["expires_at"])}
+    return jwt.encode(claims, key, algorithm=ALGORITHM)
+
+
 def issue(store: Store, key: bytes, user_id: str, ttl_seconds: float) -> tuple[str, dict]:
     row = store.create_token(user_id, ttl_seconds)
-    claims = {"sub": user_id, "jti": row["id"], "iat": int(row["created_at"]),
-              "exp": int(row["expires_at"])}
-    return jwt.encode(claims, key, algorithm=ALGORITHM), row
+    return encode(key, row), row
 
 
 def _bearer(header: str | None) -> str:
@@ -41,6 +48,8 @@ def authenticate(store: Store, key: bytes, header: str | None) -> dict:
         raise errors.invalid_token() from None
     found = store.token_user(claims["jti"])
     if found is None or found[0]["revoked_at"] is not None or found[0]["user_id"] != claims["sub"]:
+        raise errors.token_invalidated()
+    if found[1]["disabled_at"] is not None:  # `sorakit users disable`: every token fails at once
         raise errors.token_invalidated()
     return found[1]
 

@@ -54,12 +54,20 @@ def _webhooks(conn: Connection) -> None:
     schema.webhook_deliveries.create(conn, checkfirst=True)
 
 
+def _sessions(conn: Connection) -> None:
+    for column in ("password_hash", "disabled_at", "email"):
+        _add_column(conn, schema.users, schema.users.c[column])
+    schema.sessions.create(conn, checkfirst=True)
+    schema.signin_failures.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_initial", _initial),
     ("0002_tasks_status_finished_index", _status_finished_index),
     ("0003_uploads", _uploads),
     ("0004_generations_spritesheet", _generations_spritesheet),
     ("0005_webhooks", _webhooks),
+    ("0006_sessions", _sessions),
 ]
 
 

@@ -17,6 +17,10 @@ users = Table(
     Column("created_at", Float, nullable=False),
     Column("concurrency_limit", Integer),
     Column("daily_limit", Integer),
+    # added by 0006: NULL on older rows (no password: no web sign-in; not disabled)
+    Column("password_hash", String(200)),  # scrypt$n$r$p$salt$hash (server/sessions.py)
+    Column("disabled_at", Float),
+    Column("email", String(320)),
 )
 
 tokens = Table(
@@ -145,4 +149,30 @@ webhook_deliveries = Table(
     Column("delivered_at", Float),
     Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
     Index("ix_webhook_deliveries_endpoint", "endpoint_id", "status"),
+)
+
+# Web sign-in sessions (0006). The cookie holds a random value; only its SHA-256 is kept, so the
+# table alone signs nobody in. ``access_token_id`` is the bearer token minted for the session,
+# revoked with it.
+sessions = Table(
+    "sessions", metadata,
+    Column("id", String(40), primary_key=True),
+    Column("user_id", String(40), ForeignKey("users.id"), nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("access_token_id", String(40), ForeignKey("tokens.id")),
+    Index("ix_sessions_token_hash", "token_hash", unique=True),
+    Index("ix_sessions_user", "user_id"),
+)
+
+# Failed sign-ins per key ("user:NAME", "ip:ADDR"), in the database so that slowing down holds
+# across processes and restarts.
+signin_failures = Table(
+    "signin_failures", metadata,
+    Column("key", String(300), primary_key=True),
+    Column("count", Integer, nullable=False),
+    Column("first_at", Float, nullable=False),
+    Column("locked_until", Float),
 )

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..ids import new_id
 from . import webhooks
-from .schema import generations, idempotency_keys, tasks, tokens, uploads, users
+from .schema import generations, idempotency_keys, sessions, signin_failures, tasks, tokens, uploads, users
 
 ACTIVE = ("preprocessing", "queued", "running", "processing")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -76,6 +76,11 @@ def _row(row) -> dict[str, Any] | None:
     return dict(row._mapping) if row is not None else None
 
 
+def _token_row(user_id: str, now: float, ttl_seconds: float) -> dict[str, Any]:
+    return {"id": new_id("tok"), "user_id": user_id, "created_at": now, "expires_at": now + ttl_seconds,
+            "revoked_at": None}
+
+
 def _task_ended(conn, task_id: str, status: str, now: float) -> None:
     """Every place a task ends calls this inside its transaction: the task's webhook
     deliveries commit with its status, or not at all."""
@@ -104,9 +109,10 @@ class Store:
             return conn.execute(stmt).rowcount
 
     # -- users and tokens -----------------------------------------------------------------
-    def create_user(self, name: str, concurrency: int | None = None, daily: int | None = None) -> dict:
+    def create_user(self, name: str, concurrency: int | None = None, daily: int | None = None,
+                    email: str | None = None) -> dict:
         row = {"id": new_id("user"), "name": name, "created_at": self.clock(),
-               "concurrency_limit": concurrency, "daily_limit": daily}
+               "concurrency_limit": concurrency, "daily_limit": daily, "email": email}
         try:
             self._write(insert(users).values(**row))
         except IntegrityError:
@@ -127,9 +133,7 @@ class Store:
             return conn.execute(select(func.count()).select_from(users)).scalar_one()
 
     def create_token(self, user_id: str, ttl_seconds: float) -> dict:
-        now = self.clock()
-        row = {"id": new_id("tok"), "user_id": user_id, "created_at": now,
-               "expires_at": now + ttl_seconds, "revoked_at": None}
+        row = _token_row(user_id, self.clock(), ttl_seconds)
         self._write(insert(tokens).values(**row))
         return row
 
@@ -529,3 +533,82 @@ class Store:
     def known_generation_ids(self) -> set[str]:
         with self._read() as conn:
             return set(conn.execute(select(generations.c.id)).scalars())
+
+    # -- sessions and passwords (web sign-in) ---------------------------------------------
+    def set_password(self, user_id: str, password_hash: str) -> int:
+        """Set a user's password hash; their sessions end (a new password signs every browser
+        out). Returns how many ended."""
+        with self.engine.begin() as conn:
+            conn.execute(update(users).where(users.c.id == user_id).values(password_hash=password_hash))
+            return self._end_sessions(conn, sessions.c.user_id == user_id)
+
+    def set_disabled(self, user_id: str, disabled: bool) -> int:
+        """Disable (their sessions end with it; returns how many) or enable a user. While disabled,
+        every token of theirs is refused (server/auth.py reads ``disabled_at``)."""
+        with self.engine.begin() as conn:
+            if not disabled:
+                conn.execute(update(users).where(users.c.id == user_id).values(disabled_at=None))
+                return 0
+            conn.execute(update(users).where(users.c.id == user_id, users.c.disabled_at.is_(None))
+                         .values(disabled_at=self.clock()))
+            return self._end_sessions(conn, sessions.c.user_id == user_id)
+
+    def _end_sessions(self, conn, which) -> int:
+        """End the sessions ``which`` selects and revoke the tokens minted for them."""
+        now = self.clock()
+        live = and_(which, sessions.c.ended_at.is_(None))
+        minted = select(sessions.c.access_token_id).where(live)
+        conn.execute(update(tokens).where(tokens.c.id.in_(minted), tokens.c.revoked_at.is_(None))
+                     .values(revoked_at=now))
+        return conn.execute(update(sessions).where(live).values(ended_at=now)).rowcount
+
+    def create_session(self, user_id: str, token_hash: str, ttl_seconds: float) -> tuple[dict, dict]:
+        """A session and the bearer token minted for it, one expiry for both, in one transaction.
+        The user's sessions that can no longer be used are dropped meanwhile, so rows do not pile up."""
+        now = self.clock()
+        token = _token_row(user_id, now, ttl_seconds)
+        row = {"id": new_id("sess"), "user_id": user_id, "token_hash": token_hash, "created_at": now,
+               "expires_at": token["expires_at"], "ended_at": None, "access_token_id": token["id"]}
+        with self.engine.begin() as conn:
+            conn.execute(delete(sessions).where(sessions.c.user_id == user_id, or_(
+                sessions.c.ended_at.is_not(None), sessions.c.expires_at < now)))
+            conn.execute(insert(tokens).values(**token))
+            conn.execute(insert(sessions).values(**row))
+        return row, token
+
+    def session_by_hash(self, token_hash: str) -> tuple[dict, dict, dict] | None:
+        """A session with its user's row and its token's, in one query (every page load asks)."""
+        stmt = (select(sessions, *[c.label(f"u__{c.name}") for c in users.c],
+                       *[c.label(f"t__{c.name}") for c in tokens.c])
+                .join(users, users.c.id == sessions.c.user_id)
+                .join(tokens, tokens.c.id == sessions.c.access_token_id)
+                .where(sessions.c.token_hash == token_hash))
+        row = self._one(stmt)
+        if row is None:
+            return None
+        user = {k[3:]: row.pop(k) for k in list(row) if k.startswith("u__")}
+        token = {k[3:]: row.pop(k) for k in list(row) if k.startswith("t__")}
+        return row, user, token
+
+    def end_session(self, session_id: str) -> bool:
+        with self.engine.begin() as conn:
+            return self._end_sessions(conn, sessions.c.id == session_id) == 1
+
+    def change_signin_failures(self, keys: list[str], change: Callable[[dict, float], dict],
+                               window: float) -> None:
+        """Hand the failure rows of ``keys`` (None where absent) to ``change`` and write back the
+        rows it returns (None deletes one), in one write transaction: processes signing in at once
+        then count every attempt. ``change`` may raise to refuse; nothing is written then.
+        Rows idle for ``window`` seconds (no failure began, no lock ended) are forgotten first."""
+        now = self.clock()
+        idle = and_(signin_failures.c.first_at < now - window,
+                    or_(signin_failures.c.locked_until.is_(None),
+                        signin_failures.c.locked_until < now - window))
+        with self.engine.begin() as conn:
+            conn.execute(delete(signin_failures).where(idle))
+            found = {r.key: dict(r._mapping) for r in conn.execute(
+                select(signin_failures).where(signin_failures.c.key.in_(keys)))}
+            for key, row in change({k: found.get(k) for k in keys}, now).items():
+                conn.execute(delete(signin_failures).where(signin_failures.c.key == key))
+                if row is not None:
+                    conn.execute(insert(signin_failures).values(**{**row, "key": key}))
