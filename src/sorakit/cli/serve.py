@@ -108,8 +108,8 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to listen on 
     if token_file:
         typer.echo(f"First start: created user '{LOCAL_USER}'; its token is in {token_file}")
     if not s.public_base_url and s.host not in LOOPBACK:
-        typer.echo(f"Note: links will name the host each request was sent to; behind a proxy or on a "
-                   f"network, set --public-base-url (and trusted_proxies) so they name the right one.")
+        typer.echo("Note: links will name the host each request was sent to; behind a proxy or on a "
+                   "network, set --public-base-url (and trusted_proxies) so they name the right one.")
     typer.echo(f"sorakit serving on http://{s.host}:{s.port} (data in {s.data_dir}, "
                f"{s.workers} worker(s), docs at /docs)")
     password_file = local_password_file(services)

@@ -51,14 +51,3 @@ class CreateRequest(BaseModel):
         if isinstance(value, bool):  # JSON true is not a frame count
             raise ValueError("must be an integer, not true/false")
         return value
-
-    @field_validator("prompt", "title", "style_id", "model", "orientation", "size", "kind", "negative_prompt")
-    @classmethod
-    def _encodable(cls, value: str | None) -> str | None:
-        # JSON may carry lone surrogates ("\ud800"), which no database or file can store.
-        if value is not None:
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError("must be valid Unicode text (no lone surrogates)") from None
-        return value

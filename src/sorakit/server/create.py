@@ -80,7 +80,7 @@ def _choice(value: str | None, default: str, allowed: tuple[str, ...], param: st
     return value
 
 
-def _check_prompt(prompt: str, limit: int) -> str:
+def check_prompt(prompt: str, limit: int) -> str:
     text = prompt.strip()
     if not text:
         raise errors.invalid_request("prompt must not be empty.", "prompt")
@@ -99,7 +99,7 @@ def _check_unsupported(req: CreateRequest) -> None:
 def build_row(services: Services, req: CreateRequest, raw: dict[str, Any], user_id: str) -> dict:
     s = services.settings
     _check_unsupported(req)
-    prompt = _check_prompt(req.prompt, s.max_prompt_chars)
+    prompt = check_prompt(req.prompt, s.max_prompt_chars)
     orientation = _choice(req.orientation, "portrait", ("portrait", "landscape", "square"), "orientation")
     size = _choice(req.size, "small", ("small", "large"), "size")
     n_frames = DEFAULT_FRAMES if req.n_frames is None else req.n_frames
@@ -109,14 +109,23 @@ def build_row(services: Services, req: CreateRequest, raw: dict[str, Any], user_
     engine_name, engine = engine_for(services, model)
     items = _image_items(services, req.inpaint_items, user_id, engine, model)
     plan = engine.plan(orientation, size, n_frames, image=bool(items))  # the real size and frames
+    return task_row(services, user_id, prompt=prompt, model=model, engine=engine_name, plan=plan,
+                    orientation=orientation, size=size, items=items, request=raw, title=req.title,
+                    style_id=req.style_id, seed=req.seed)
+
+
+def task_row(services: Services, user_id: str, *, prompt: str, model: str, engine: str, plan,
+             orientation: str, size: str, items: list, request: dict, title: str | None = None,
+             style_id: str | None = None, seed: int | None = None) -> dict:
+    """A new task as every door inserts it (PROTOCOL 2 for /backend, 7 for /v1)."""
     return {
         "id": new_id("task"), "user_id": user_id, "status": "preprocessing", "prompt": prompt,
-        "title": req.title, "model": model, "engine": engine_name,
-        "orientation": orientation, "size": size, "n_frames": plan.n_frames, "width": plan.width,
-        "height": plan.height, "fps": plan.fps, "style_id": req.style_id, "inpaint_items": items,
+        "title": title, "model": model, "engine": engine, "orientation": orientation, "size": size,
+        "n_frames": plan.n_frames, "width": plan.width, "height": plan.height, "fps": plan.fps,
+        "style_id": style_id, "inpaint_items": items,
         # A seed is always recorded, so every video can be made again.
-        "seed": req.seed if req.seed is not None else secrets.randbelow(2**31),
-        "request": raw, "priority": 1, "progress": None, "failure_reason": None,
+        "seed": seed if seed is not None else secrets.randbelow(2**31),
+        "request": request, "priority": 1, "progress": None, "failure_reason": None,
         "created_at": services.store.clock(), "attempts": 0, "cancel_requested": False,
     }
 

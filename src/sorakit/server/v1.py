@@ -13,7 +13,6 @@ import base64
 import binascii
 import hashlib
 import io
-import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,7 @@ from fastapi import UploadFile
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..engines import PlanRefused
-from ..ids import new_id, task_id, video_id
+from ..ids import task_id, video_id
 from ..protocol import errors
 from ..protocol.errors import ApiError
 from ..protocol.models import NAME, TEXT
@@ -153,7 +152,7 @@ def _plan(engine, model: str, width: int, height: int, seconds: int, image: bool
 
 def build_row(services: Services, user: dict, req: VideoCreate, ref: Reference) -> dict:
     model = req.model or DEFAULTS["model"]
-    prompt = create._check_prompt(req.prompt, services.settings.max_prompt_chars)
+    prompt = create.check_prompt(req.prompt, services.settings.max_prompt_chars)
     width, height = _size(req, model)
     seconds = _seconds(req)
     engine_name, engine = create.engine_for(services, model)
@@ -166,16 +165,11 @@ def build_row(services: Services, user: dict, req: VideoCreate, ref: Reference) 
         upload = _reference_upload(services, user, ref)
         _check_aspect(upload, width, height)
         items = [{"kind": "upload", "upload_id": upload["id"]}]
-    return {
-        "id": new_id("task"), "user_id": user["id"], "status": "preprocessing", "prompt": prompt,
-        "title": None, "model": model, "engine": engine_name, "orientation": _orientation(width, height),
-        "size": f"{width}x{height}", "n_frames": plan.n_frames, "width": plan.width, "height": plan.height,
-        "fps": plan.fps, "style_id": None, "inpaint_items": items, "seed": secrets.randbelow(2**31),
-        "request": {**req.model_dump(mode="json", exclude_unset=True, exclude={"input_reference"}),
-                    "api": "v1", "seconds": str(seconds)},
-        "priority": 1, "progress": None, "failure_reason": None, "created_at": services.store.clock(),
-        "attempts": 0, "cancel_requested": False,
-    }
+    request = {**req.model_dump(mode="json", exclude_unset=True, exclude={"input_reference"}),
+               "api": "v1", "seconds": str(seconds)}
+    return create.task_row(services, user["id"], prompt=prompt, model=model, engine=engine_name, plan=plan,
+                           orientation=_orientation(width, height), size=f"{width}x{height}", items=items,
+                           request=request)
 
 
 def request_key(req: VideoCreate, ref_digest: str | None) -> tuple[dict, str]:
