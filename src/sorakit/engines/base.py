@@ -1,5 +1,16 @@
 """The engine interface: a request in, exactly ``n_frames`` RGB frames out.
 
+Operations (``RenderJob.operation``), each declared by an engine in :meth:`Engine.operations`:
+
+- ``generate``: text to video; with ``job.image`` set, image to video (operation ``image``).
+- ``remix``: a new prompt applied to ``job.source`` (an MP4), video to video, with ``job.strength``
+  (0: keep the source, 1: ignore it). The engine yields ``n_frames`` frames of its own plan.
+- ``extend``: continue ``job.source``. ``job.image`` is the source's last frame (a PNG);
+  the engine yields the ``n_frames`` frames that come *after* it (never the conditioning frame
+  itself), and the worker joins them onto the source as one MP4.
+
+Storyboards and variations are the worker's business: several ``generate`` jobs in a row.
+
 Engines never touch the store or the file system's final paths: the worker owns the task's
 lifecycle and the encoder owns the MP4. An engine only turns a :class:`RenderJob` into frames,
 reporting progress and honouring cancellation through the :class:`RenderContext` it is handed.
@@ -49,8 +60,15 @@ class RenderJob:
     seed: int | None = None
     style_id: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict)
-    #: an uploaded image to start from (image-to-video), already checked to be a real image
+    #: an uploaded image to start from (image-to-video), already checked to be a real image;
+    #: for ``extend``, the source video's last frame
     image: Path | None = None
+    #: ``generate``, ``remix`` or ``extend`` (see the module's docstring)
+    operation: str = "generate"
+    #: the video a ``remix`` transforms or an ``extend`` continues (an MP4 sorakit made)
+    source: Path | None = None
+    #: how far a remix may move from its source, 0..1 (None: the engine's default)
+    strength: float | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +79,13 @@ class Plan:
     height: int
     n_frames: int
     fps: int
+
+
+#: every operation an engine may declare; ``image`` is generate starting from an image
+OPERATIONS = ("generate", "image", "remix", "extend")
+#: how each operation is named in messages
+OPERATION_NAMES = {"generate": "text-to-video", "image": "image-to-video", "remix": "remix (video-to-video)",
+                   "extend": "extension"}
 
 
 #: the live service's sizes (small: observed; large: HD), as (width, height)
@@ -101,6 +126,16 @@ class Engine(ABC):
         if width % 2 or height % 2:
             raise PlanRefused(f"{width}x{height}: width and height must be even.", "size")
         return Plan(width, height, round(seconds * 30), 30)
+
+    def operations(self) -> frozenset[str]:
+        """What this engine can do (a subset of :data:`OPERATIONS`)."""
+        return frozenset({"generate", *(("image",) if self.supports_image else ())})
+
+    def unsupported(self, operation: str) -> str | None:
+        """Why ``operation`` cannot run on this engine (shown to the user), or None."""
+        if operation in self.operations():
+            return None
+        return f"engine {self.name!r} cannot do {OPERATION_NAMES.get(operation, operation)}"
 
     def unavailable(self) -> str | None:
         """Why this engine cannot run here (a missing extra, missing weights), or None."""

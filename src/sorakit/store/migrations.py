@@ -61,6 +61,12 @@ def _sessions(conn: Connection) -> None:
     schema.signin_failures.create(conn, checkfirst=True)
 
 
+def _operations_and_posts(conn: Connection) -> None:
+    for column in ("operation", "inputs", "n_variants"):
+        _add_column(conn, schema.tasks, schema.tasks.c[column])
+    schema.posts.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_initial", _initial),
     ("0002_tasks_status_finished_index", _status_finished_index),
@@ -68,6 +74,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0004_generations_spritesheet", _generations_spritesheet),
     ("0005_webhooks", _webhooks),
     ("0006_sessions", _sessions),
+    ("0007_operations_and_posts", _operations_and_posts),
 ]
 
 

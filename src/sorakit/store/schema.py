@@ -61,6 +61,10 @@ tasks = Table(
     Column("lease_expires", Float),
     Column("attempts", Integer, nullable=False, default=0),
     Column("cancel_requested", Boolean, nullable=False, default=False),
+    # added by 0007 (NULL on older rows): what the task does and from what (server/operations.py)
+    Column("operation", String(20)),  # generate (NULL) | remix | extend | storyboard
+    Column("inputs", JSON),  # the operation's inputs: source generation, shots, strength, ...
+    Column("n_variants", Integer),  # videos this task makes (NULL: 1); the quota counts each
     Index("ix_tasks_claim", "status", "priority", "created_at"),
     Index("ix_tasks_user_created", "user_id", "created_at"),
     Index("ix_tasks_user_status", "user_id", "status"),
@@ -149,6 +153,20 @@ webhook_deliveries = Table(
     Column("delivered_at", Float),
     Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
     Index("ix_webhook_deliveries_endpoint", "endpoint_id", "status"),
+)
+
+# Posts (0007): a draft shared under a public permalink until deleted. ``deleted_at`` keeps the row
+# (a remix made from a post still names it) while the page and the video stop being served.
+posts = Table(
+    "posts", metadata,
+    Column("id", String(40), primary_key=True),  # s_<32 hex>
+    Column("user_id", String(40), ForeignKey("users.id"), nullable=False),
+    Column("generation_id", String(40), ForeignKey("generations.id"), nullable=False),
+    Column("post_text", Text),
+    Column("created_at", Float, nullable=False),
+    Column("deleted_at", Float),
+    Index("ix_posts_user", "user_id", "created_at"),
+    Index("ix_posts_generation", "generation_id"),
 )
 
 # Web sign-in sessions (0006). The cookie holds a random value; only its SHA-256 is kept, so the

@@ -62,9 +62,10 @@ def _count_active(conn, user_id: str) -> int:
 
 
 def _created_since(conn, user_id: str, since: float) -> list[float]:
-    stmt = (select(tasks.c.created_at).where(tasks.c.user_id == user_id, tasks.c.created_at >= since)
-            .order_by(tasks.c.created_at))
-    return list(conn.execute(stmt).scalars())
+    """Creation times of the user's videos since ``since``: a task of N variations counts N times."""
+    stmt = (select(tasks.c.created_at, tasks.c.n_variants)
+            .where(tasks.c.user_id == user_id, tasks.c.created_at >= since).order_by(tasks.c.created_at))
+    return [r.created_at for r in conn.execute(stmt) for _ in range(r.n_variants or 1)]
 
 
 def _count_queued(conn) -> int:
@@ -330,8 +331,9 @@ class Store:
         return self._write(stmt) == 1
 
     def finish(self, claim: Claim, status: str, failure_reason: str | None = None,
-               generation: dict | None = None) -> bool:
-        """Record the outcome (and its draft) atomically, only if the lease is still ours."""
+               generation: dict | list[dict] | None = None) -> bool:
+        """Record the outcome (and its drafts: one, or one per variation) atomically, only if the
+        lease is still ours."""
         now = self.clock()
         with self.engine.begin() as conn:
             # A failed or cancelled task keeps the progress it had reached: it shows where it stopped.
@@ -339,8 +341,9 @@ class Store:
             done = conn.execute(update(tasks).where(self._held(claim)).values(
                 status=status, failure_reason=failure_reason, finished_at=now, lease_owner=None,
                 lease_expires=None, **progress)).rowcount == 1
-            if done and generation is not None:
-                conn.execute(insert(generations).values(**generation))
+            rows = [generation] if isinstance(generation, dict) else generation or []
+            if done and rows:
+                conn.execute(insert(generations), rows)
             if done:
                 _task_ended(conn, claim.task["id"], status, now)
         return done
