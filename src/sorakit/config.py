@@ -38,6 +38,10 @@ class Settings:
     #: known client; clients that wait for the task to leave stall for this long after each video)
     finished_window_seconds: float = 15.0
     max_frames: int = 750
+    #: most videos one request may ask for (``nsamples``: variations); the quota counts each
+    max_variants: int = 4
+    #: most shots in one storyboard
+    max_shots: int = 10
     max_prompt_chars: int = 10_000
     default_concurrency: int = 3
     default_daily_limit: int = 100
@@ -65,6 +69,12 @@ class Settings:
     models: dict[str, str | dict] = field(default_factory=dict)
     #: where ``sorakit models pull`` puts weights (default: <data_dir>/models)
     models_dir: Path | None = None
+    #: ``POST /backend/editor/enhance_prompt`` asks this OpenAI-compatible chat endpoint (a base URL
+    #: such as ``http://127.0.0.1:8080/v1``; ``/chat/completions`` is appended). Unset: refused.
+    prompt_enhancer_url: str | None = None
+    prompt_enhancer_model: str = "default"
+    prompt_enhancer_api_key: str | None = None  # sent as ``Authorization: Bearer``; never shown
+    prompt_enhancer_timeout_seconds: float = 60.0
 
     @property
     def db_path(self) -> Path:
@@ -146,6 +156,7 @@ def load_settings(overrides: dict[str, Any] | None = None, env: dict[str, str] |
 def _validate(s: Settings) -> None:
     checks = [
         ("workers", s.workers >= 0), ("max_frames", s.max_frames >= 1),
+        ("max_variants", s.max_variants >= 1), ("max_shots", s.max_shots >= 1),
         ("link_ttl_seconds", s.link_ttl_seconds > 0), ("lease_seconds", s.lease_seconds > 0),
         ("max_attempts", s.max_attempts >= 1), ("preview_pace", s.preview_pace >= 0),
         ("finished_window_seconds", s.finished_window_seconds >= 0),
@@ -157,7 +168,11 @@ def _validate(s: Settings) -> None:
         # the daily quota counts the last 24 hours of tasks: they must outlive that
         ("task_retention_seconds", s.task_retention_seconds >= 86400),
         ("maintenance_interval_seconds", s.maintenance_interval_seconds > 0),
+        ("prompt_enhancer_timeout_seconds", 0 < s.prompt_enhancer_timeout_seconds <= 3600),
     ]
     for name, ok in checks:
         if not ok:
             raise ConfigError(f"setting {name!r} is out of range: {getattr(s, name)!r}")
+    if s.prompt_enhancer_url and not s.prompt_enhancer_url.lower().startswith(("http://", "https://")):
+        raise ConfigError("setting 'prompt_enhancer_url' must be an http:// or https:// URL, such as "
+                          f"http://127.0.0.1:8080/v1: {s.prompt_enhancer_url!r}")

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from sorakit.engines.base import Engine, RenderContext, RenderJob
+from sorakit.media.frames import sample
 
 NOTE = ("sorakit preview engine: a procedural placeholder that draws the prompt over an "
         "animated pattern; it is not a video model.")
@@ -44,11 +45,19 @@ class PreviewEngine(Engine):
             raise ValueError("pace_seconds must be >= 0")
         self.pace_seconds = pace_seconds
 
+    def operations(self) -> frozenset[str]:
+        return frozenset({"generate", "image", "remix", "extend"})
+
     def frames(self, job: RenderJob, ctx: RenderContext) -> Iterator[np.ndarray]:
+        """Text or image to video; a remix paints the new scene over the source's frames
+        (``1 - strength`` of the source shows through; strength is 0.4 by default); an extension
+        fades from the source's last frame into the new scene over its first second, so the join
+        shows no jump."""
         scene = AnimatedScene(job.width, job.height, job.fps, scene_rng(job.prompt, job.seed))
         overlay = PromptOverlay(job.prompt, job.width, job.height)
         pacer = _Pacer(self.pace_seconds, job.n_frames, ctx)
-        first = fit_image(job.image, job.width, job.height) if job.image else None
+        under = self._under(job)
+        first = fit_image(job.image, job.width, job.height) if job.image and job.operation == "generate" else None
         for i in range(job.n_frames):
             pacer.wait_before(i)
             ctx.check_cancel()
@@ -57,10 +66,29 @@ class PreviewEngine(Engine):
                 ctx.progress(1 / job.n_frames)
                 continue
             canvas = scene.render(i)
+            if under is not None and job.operation == "remix":  # beneath the label: it stays legible
+                source, weight = under(i)
+                canvas += (source - canvas) * weight
             overlay.apply(canvas)
             _draw_progress_bar(canvas, (i + 1) / job.n_frames)
+            if under is not None and job.operation == "extend":  # the whole new frame fades in
+                source, weight = under(i)
+                canvas += (source - canvas) * weight
             yield canvas.astype(np.uint8)
             ctx.progress((i + 1) / job.n_frames)
+
+    @staticmethod
+    def _under(job: RenderJob):
+        """For remix and extend: ``index -> (source frame as float32, how much of it shows)``."""
+        if job.operation == "remix" and job.source is not None:
+            keep = 1.0 - (0.4 if job.strength is None else job.strength)
+            frames = sample(job.source, job.n_frames, job.width, job.height)
+            return lambda i: (next(frames).astype(np.float32), keep)
+        if job.operation == "extend" and job.image is not None:
+            last = fit_image(job.image, job.width, job.height).astype(np.float32)
+            ramp = max(job.fps, 1)  # one second
+            return lambda i: (last, max(1.0 - (i + 1) / ramp, 0.0))
+        return None
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "placeholder": self.placeholder, "note": NOTE}

@@ -67,6 +67,13 @@ def rate_limit_exhausted(limit: int, retry_after: int) -> ApiError:
                     headers={"Retry-After": str(retry_after), "x-should-retry": "false"})
 
 
+def not_enough_quota(wanted: int, remaining: int, retry_after: int) -> ApiError:
+    return ApiError(429, "rate_limit_exhausted", f"This request makes {wanted} videos, but only {remaining} "
+                    f"of your generations for the last 24 hours are left; ask for fewer, or wait "
+                    f"{retry_after} seconds.", type="rate_limit_error", param="nsamples",
+                    headers={"Retry-After": str(retry_after), "x-should-retry": "false"})
+
+
 def heavy_load(retry_after: int = 30) -> ApiError:
     return ApiError(503, "server_overloaded", HEAVY_LOAD, type="server_error",
                     headers={"Retry-After": str(retry_after)})

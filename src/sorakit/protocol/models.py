@@ -44,6 +44,8 @@ class CreateRequest(BaseModel):
     negative_prompt: str | None = Field(None, max_length=TEXT)
     num_inference_steps: int | None = Field(None, ge=1, le=1000)
     guidance_scale: float | None = Field(None, ge=0, le=100)
+    #: sorakit extension: how far a remix may move from its source (0 keeps it, 1 ignores it)
+    remix_strength: float | None = Field(None, ge=0, le=1)
 
     @field_validator("n_frames", "seed", "nsamples", "num_inference_steps", mode="before")
     @classmethod
@@ -51,3 +53,25 @@ class CreateRequest(BaseModel):
         if isinstance(value, bool):  # JSON true is not a frame count
             raise ValueError("must be an integer, not true/false")
         return value
+
+
+class StoryboardRequest(CreateRequest):
+    """``POST /backend/nf/create/storyboard``: the create body whose ``prompt`` holds the web
+    app's timeline text, or (sorakit) a structured ``shots`` list, when ``prompt`` may be left out."""
+
+    prompt: str | None = Field(None, max_length=TEXT)  # type: ignore[assignment]
+    shots: list[dict[str, Any]] | None = Field(None, max_length=100)
+    instructions: str | None = Field(None, max_length=TEXT)
+    #: start each shot from the previous shot's last frame (engines with image-to-video)
+    continuity: bool | None = None
+
+
+class ExtensionRequest(BaseModel):
+    """``POST /backend/project_y/profile/drafts/{gen_id}/long_video_extension``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    user_prompt: str | None = Field(None, max_length=TEXT)
+    extension_duration_s: float = Field(10.0, gt=0)
+    enable_rewrite: bool | None = None
+    model: str | None = Field(None, max_length=NAME)

@@ -89,29 +89,46 @@ def check_prompt(prompt: str, limit: int) -> str:
     return text
 
 
-def _check_unsupported(req: CreateRequest) -> None:
-    if req.remix_target_id:
-        raise errors.invalid_request("Remixing is not supported by this server yet.", "remix_target_id")
-    if req.nsamples not in (None, 1):
-        raise errors.invalid_request("nsamples must be 1 here; send one request per video.", "nsamples")
+def check_choices(services: Services, orientation: str, size: str, n_frames: int) -> None:
+    _choice(orientation, "portrait", ("portrait", "landscape", "square"), "orientation")
+    _choice(size, "small", ("small", "large"), "size")
+    if not 1 <= n_frames <= services.settings.max_frames:
+        raise errors.invalid_request(f"n_frames must be from 1 to {services.settings.max_frames}; got "
+                                     f"{n_frames}.", "n_frames")
+
+
+def image_orientation(upload: dict) -> str:
+    """The orientation an image asks for when the request names none (I2V follows its aspect)."""
+    width, height = upload["width"], upload["height"]
+    if abs(width - height) <= 0.05 * max(width, height):
+        return "square"
+    return "landscape" if width > height else "portrait"
 
 
 def build_row(services: Services, req: CreateRequest, raw: dict[str, Any], user_id: str) -> dict:
+    from .operations import remix_row, variants_of
+
+    if req.remix_target_id:
+        if req.inpaint_items:
+            raise errors.invalid_request("A remix starts from its target video; send either "
+                                         "remix_target_id or inpaint_items, not both.", "inpaint_items")
+        return remix_row(services, {"id": user_id}, req, raw, req.remix_target_id)
     s = services.settings
-    _check_unsupported(req)
     prompt = check_prompt(req.prompt, s.max_prompt_chars)
-    orientation = _choice(req.orientation, "portrait", ("portrait", "landscape", "square"), "orientation")
-    size = _choice(req.size, "small", ("small", "large"), "size")
-    n_frames = DEFAULT_FRAMES if req.n_frames is None else req.n_frames
-    if not 1 <= n_frames <= s.max_frames:
-        raise errors.invalid_request(f"n_frames must be from 1 to {s.max_frames}; got {n_frames}.", "n_frames")
     model = req.model or "sy_8"
     engine_name, engine = engine_for(services, model)
     items = _image_items(services, req.inpaint_items, user_id, engine, model)
+    default_orientation = image_orientation(services.store.upload(items[0]["upload_id"])) if items else "portrait"
+    orientation = _choice(req.orientation, default_orientation, ("portrait", "landscape", "square"), "orientation")
+    size = _choice(req.size, "small", ("small", "large"), "size")
+    n_frames = DEFAULT_FRAMES if req.n_frames is None else req.n_frames
+    check_choices(services, orientation, size, n_frames)
     plan = engine.plan(orientation, size, n_frames, image=bool(items))  # the real size and frames
-    return task_row(services, user_id, prompt=prompt, model=model, engine=engine_name, plan=plan,
-                    orientation=orientation, size=size, items=items, request=raw, title=req.title,
-                    style_id=req.style_id, seed=req.seed)
+    row = task_row(services, user_id, prompt=prompt, model=model, engine=engine_name, plan=plan,
+                   orientation=orientation, size=size, items=items, request=raw, title=req.title,
+                   style_id=req.style_id, seed=req.seed)
+    row["n_variants"] = variants_of(services, raw)
+    return row
 
 
 def task_row(services: Services, user_id: str, *, prompt: str, model: str, engine: str, plan,
@@ -127,6 +144,8 @@ def task_row(services: Services, user_id: str, *, prompt: str, model: str, engin
         "seed": seed if seed is not None else secrets.randbelow(2**31),
         "request": request, "priority": 1, "progress": None, "failure_reason": None,
         "created_at": services.store.clock(), "attempts": 0, "cancel_requested": False,
+        # what the task does beyond text/image to video (server/operations.py sets these)
+        "operation": "generate", "inputs": None, "n_variants": 1,
     }
 
 
@@ -146,7 +165,7 @@ def insert(services: Services, user: dict, row: dict, raw: dict, idem_key: str |
     hint = _retry_hint(services)
     try:
         row, replayed = services.store.create_task(
-            row, idem_key, body_hash(raw), check=lambda usage: services.quota.check_create(user, hint, usage),
+            row, idem_key, body_hash(raw), check=lambda usage: services.quota.check_create(user, hint, usage, cost=row.get("n_variants") or 1),
             replace_key=fresh_key)
     except IdempotencyConflict:
         raise errors.idempotency_conflict() from None
@@ -177,7 +196,14 @@ def admit(services: Services, row: dict) -> None:
 
 
 def creation_config(row: dict) -> dict[str, Any]:
+    """What a draft was made from (PROTOCOL 4): the request, and the video it builds on."""
+    inputs = row.get("inputs") or {}
+    post = inputs.get("source_post_id")
     return {"prompt": row["prompt"], "n_frames": row["n_frames"], "orientation": row["orientation"],
             "size": row["size"], "model": row["model"], "seed": row["seed"], "style_id": row["style_id"],
-            "inpaint_image": None, "storyboard_id": None, "cameo_profiles": None,
-            "remix_target_post": None}
+            "inpaint_image": (row.get("inpaint_items") or [None])[0], "storyboard_id": None,
+            "cameo_profiles": None, "remix_target_post": {"id": post} if post else None,
+            "operation": row.get("operation") or "generate",
+            "source_generation_id": inputs.get("source_generation_id"),
+            "remix_strength": inputs.get("strength"), "extension_duration_s": inputs.get("seconds"),
+            "shots": inputs.get("shots"), "n_variants": row.get("n_variants") or 1}

@@ -53,12 +53,14 @@ class Quota:
         resets = math.ceil(times[index] + DAY - now) if times else 0
         return Balance(daily_limit=limit, used=len(times), resets_in=max(resets, 0))
 
-    def check_create(self, user: dict, retry_hint: int, usage: Usage) -> None:
-        """Raise the 429 or 503 a new task would get now; ``usage`` is read inside the
-        transaction that inserts the task, so the answer holds across processes."""
+    def check_create(self, user: dict, retry_hint: int, usage: Usage, cost: int = 1) -> None:
+        """Raise the 429 or 503 a new task of ``cost`` videos would get now; ``usage`` is read
+        inside the transaction that inserts the task, so the answer holds across processes."""
         balance = self.balance(user, usage.created_since(self.store.clock() - DAY))
         if balance.remaining == 0:
             raise errors.rate_limit_exhausted(balance.daily_limit, max(balance.resets_in, 1))
+        if cost > balance.remaining:
+            raise errors.not_enough_quota(cost, balance.remaining, max(balance.resets_in, 1))
         active = usage.active()
         if active >= self.concurrency(user):
             raise errors.too_many_concurrent(active, retry_hint)

@@ -7,9 +7,12 @@ import json
 import math
 import shutil
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Header, Query
 
 from ..protocol import errors
+from ..protocol.models import ExtensionRequest
+from . import create, operations
+from .bodies import json_body, openapi_body
 from .deps import current_user, get_services, get_shaper
 from .services import Services
 from .shapes import Shaper
@@ -70,3 +73,19 @@ def delete_draft(gen_id: str, user: dict = Depends(current_user),
         raise errors.not_found("draft")
     shutil.rmtree(services.settings.media_dir / gen_id, ignore_errors=True)
     return {"id": gen_id, "deleted": True}
+
+
+@router.post("/drafts/{gen_id}/long_video_extension", openapi_extra=openapi_body(ExtensionRequest))
+def long_video_extension(gen_id: str, user: dict = Depends(current_user),
+                         parsed: tuple[ExtensionRequest, dict] = Depends(json_body(ExtensionRequest)),
+                         services: Services = Depends(get_services),
+                         idempotency_key: str | None = Header(None, alias="Idempotency-Key", min_length=1,
+                                                              max_length=255)) -> dict:
+    """Continue a draft by ``extension_duration_s`` seconds; its new draft is one longer video
+    (the source, then the extension). An empty ``user_prompt`` continues the source's prompt."""
+    from .routes_nf import created
+
+    body, raw = parsed
+    row = operations.extension_row(services, user, gen_id, body.user_prompt, body.extension_duration_s,
+                                   raw, model=body.model)
+    return created(services, user, create.insert(services, user, row, raw, idempotency_key))

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Header
 
 from ..protocol import errors
-from ..protocol.models import CreateRequest
-from . import create
+from ..protocol.models import CreateRequest, StoryboardRequest
+from . import create, operations
 from .bodies import json_body, openapi_body
 from .deps import current_user, get_services, get_shaper
 from .services import Services
@@ -15,19 +15,49 @@ from .shapes import Shaper
 router = APIRouter(prefix="/backend/nf", tags=["tasks"])
 
 
+IdempotencyKey = Header(None, alias="Idempotency-Key", min_length=1, max_length=255)
+
+
+def created(services: Services, user: dict, task: dict) -> dict:
+    """The answer to every creating call: the union of the seed's and the live service's keys."""
+    status = task["status"] if task["status"] in ("failed", "cancelled", "succeeded") else "pending"
+    return {"id": task["id"], "status": status, "prompt": task["prompt"], "task_type": "video_gen",
+            "priority": task["priority"], "operation": task.get("operation") or "generate",
+            "n_variants": task.get("n_variants") or 1,
+            "rate_limit_and_credit_balance": services.quota.balance(user).wire()}
+
+
 @router.post("/create", openapi_extra=openapi_body(CreateRequest))
 def create_task(user: dict = Depends(current_user),
                 parsed: tuple[CreateRequest, dict] = Depends(json_body(CreateRequest)),
                 services: Services = Depends(get_services),
-                idempotency_key: str | None = Header(None, alias="Idempotency-Key", min_length=1,
-                                                     max_length=255)) -> dict:
-    """Start a video. Carries the union of the seed's and the live service's response keys."""
+                idempotency_key: str | None = IdempotencyKey) -> dict:
+    """Start a video. With ``remix_target_id`` (a draft ``gen_...`` or a post ``s_...``), remix it;
+    with ``nsamples`` > 1, make that many variations in one task."""
     body, raw = parsed
-    task = create.submit(services, user, body, raw, idempotency_key)
-    status = task["status"] if task["status"] in ("failed", "cancelled", "succeeded") else "pending"
-    return {"id": task["id"], "status": status, "prompt": task["prompt"], "task_type": "video_gen",
-            "priority": task["priority"],
-            "rate_limit_and_credit_balance": services.quota.balance(user).wire()}
+    return created(services, user, create.submit(services, user, body, raw, idempotency_key))
+
+
+@router.post("/bulk_create", openapi_extra=openapi_body(CreateRequest))
+def bulk_create(user: dict = Depends(current_user),
+                parsed: tuple[CreateRequest, dict] = Depends(json_body(CreateRequest)),
+                services: Services = Depends(get_services),
+                idempotency_key: str | None = IdempotencyKey) -> dict:
+    """What the web page called for ``nsamples`` > 1: one task making that many variations."""
+    body, raw = parsed
+    return created(services, user, create.submit(services, user, body, raw, idempotency_key))
+
+
+@router.post("/create/storyboard", openapi_extra=openapi_body(StoryboardRequest))
+def create_storyboard(user: dict = Depends(current_user),
+                      parsed: tuple[StoryboardRequest, dict] = Depends(json_body(StoryboardRequest)),
+                      services: Services = Depends(get_services),
+                      idempotency_key: str | None = IdempotencyKey) -> dict:
+    """Several shots, each with its prompt and duration, made in order and cut together: the
+    ``prompt`` in the web app's ``Shot N:`` text form, or a ``shots`` list."""
+    body, raw = parsed
+    row = operations.storyboard_row(services, user, body, raw)
+    return created(services, user, create.insert(services, user, row, raw, idempotency_key))
 
 
 @router.get("/pending/v2")

@@ -12,6 +12,9 @@ from typing import Any
 from .services import Services
 
 DEFAULT_SECONDS_PER_FRAME = 0.02  # until the server has timed a few tasks of its own
+#: ``generation_type`` of a draft, by the operation that made it
+GENERATION_TYPES = {"generate": "video_gen", "remix": "remix", "extend": "extension",
+                    "storyboard": "storyboard"}
 ENCODINGS = ("source", "source_wm", "md", "gif", "thumbnail", "unfurl")
 
 
@@ -57,6 +60,8 @@ class Shaper:
             encodings.update(source={"path": video}, source_wm={"path": video}, md={"path": video})
         if thumb:
             encodings["thumbnail"] = {"path": thumb}
+        config = meta.get("creation_config") or {}
+        operation = meta.get("operation") or config.get("operation") or "generate"
         return {
             "id": gen["id"], "generation_id": gen["id"], "task_id": gen["task_id"], "kind": gen["kind"],
             "url": video, "downloadable_url": video, "video_url": video, "download_url": video,
@@ -64,7 +69,11 @@ class Shaper:
             "width": gen["width"], "height": gen["height"], "n_frames": gen["n_frames"],
             "prompt": meta.get("prompt"), "title": meta.get("title"), "tags": [],
             "created_at": gen["created_at"], "storyboard_id": None, "draft_reviewed": False,
-            "generation_type": "video_gen", "creation_config": meta.get("creation_config"),
+            "generation_type": GENERATION_TYPES.get(operation, "video_gen"),
+            "creation_config": meta.get("creation_config"),
+            "remix_target_post": config.get("remix_target_post"),
+            "source_generation_id": config.get("source_generation_id"),
+            "variant_index": meta.get("variant"),
             "reason_str": gen["reason_str"], "markdown_reason_str": meta.get("markdown_reason_str"),
             "error_reason": gen["error_reason"], "engine": meta.get("engine"),
             "video_bytes": gen["video_bytes"],
@@ -93,6 +102,7 @@ class Shaper:
             "style_id": row["style_id"], "inpaint_items": row["inpaint_items"],
             "generations": [self.draft(g) for g in gens],
             "failure_reason": row["failure_reason"], "priority": row["priority"],
+            "operation": row.get("operation") or "generate", "n_variants": row.get("n_variants") or 1,
         }
 
 

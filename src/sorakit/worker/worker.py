@@ -16,11 +16,15 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 from ..engines import Cancelled, EngineError, RenderJob
 from ..ids import new_id
-from ..media.encode import encode_mp4, write_spritesheet, write_webp_thumbnail
+from ..media.encode import decode_frames, encode_mp4, write_spritesheet, write_webp_thumbnail
+from ..media.frames import conform, retime, save_png
 from ..private import private_dir, private_files
 from ..server.create import creation_config
 from ..server.services import Services
@@ -63,7 +67,10 @@ class TaskContext:
 
     def __init__(self, services: Services, claim: Claim, heartbeat: Heartbeat, share: float) -> None:
         self.services, self.claim, self.heartbeat, self.share = services, claim, heartbeat, share
-        self.n_frames = claim.task["n_frames"]
+        # every variation is a whole video: the bar covers all of them
+        self.n_frames = claim.task["n_frames"] * (claim.task.get("n_variants") or 1)
+        self.segment_start, self.segment_weight = 0.0, 1.0
+        self.encoded_before = 0
         # A retried attempt starts over, but the bar it shows never drops below what an earlier
         # attempt reached (the official API's progress must not go backwards): it stalls instead.
         self.floor = claim.task["progress"] or 0.0
@@ -75,12 +82,21 @@ class TaskContext:
         if self.heartbeat.interrupted:
             raise Cancelled(self.claim.task["id"])
 
+    def segment(self, start: float, weight: float) -> None:
+        """The engine's next run is this part of all its work (a variation, a shot)."""
+        self.segment_start, self.segment_weight = start, weight
+
     def progress(self, fraction: float) -> None:
-        self.engine_fraction = min(max(fraction, self.engine_fraction), 1.0)
+        done = self.segment_start + self.segment_weight * min(max(fraction, 0.0), 1.0)
+        self.engine_fraction = min(max(done, self.engine_fraction), 1.0)
         self._publish()
 
+    def next_output(self) -> None:
+        """The encoder starts another file (the next variation)."""
+        self.encoded_before = self.encoded
+
     def on_frame(self, count: int) -> None:
-        self.encoded = count
+        self.encoded = self.encoded_before + count
         self._publish()
 
     def overall(self) -> float:
@@ -159,24 +175,95 @@ class Run:
         if engine is None:
             raise EngineError(f"The engine {self.task['engine']!r} is not available on this server.",
                               code="engine_unavailable")
+        operation = self.task.get("operation") or "generate"
+        reason = engine.unsupported({"storyboard": "generate"}.get(operation, operation))
+        if reason:
+            raise EngineError(f"This task cannot run here: {reason}.", code="operation_unsupported")
         ctx = TaskContext(self.services, self.claim, self.heartbeat, engine.progress_share)
         private_dir(self.tmp_dir)
-        t = self.task
-        result = encode_mp4(engine.frames(self._job(), ctx), self.tmp_dir / "video.mp4", width=t["width"],
-                            height=t["height"], fps=t["fps"], on_frame=ctx.on_frame,
-                            expected_frames=t["n_frames"])
+        made = [self._encode(frames, i, ctx) for i, frames in enumerate(self._outputs(operation, engine, ctx))]
         ctx.check_cancel()
         self.store.set_progress(self.claim, 1.0, status="processing")
-        write_webp_thumbnail(result.thumbnail_frame, self.tmp_dir / "thumbnail.webp")
-        # made now from tiles kept while encoding, so nobody decodes the MP4 again for it
-        write_spritesheet(result.tiles, self.tmp_dir / "spritesheet.jpg")
-        self._publish(engine, result.n_frames)
+        for folder, result in made:
+            write_webp_thumbnail(result.thumbnail_frame, folder / "thumbnail.webp")
+            # made now from tiles kept while encoding, so nobody decodes the MP4 again for it
+            write_spritesheet(result.tiles, folder / "spritesheet.jpg")
+        self._publish(engine, made)
 
-    def _job(self) -> RenderJob:
+    def _encode(self, frames, index: int, ctx: TaskContext):
         t = self.task
-        return RenderJob(task_id=t["id"], prompt=t["prompt"], width=t["width"], height=t["height"],
-                         n_frames=t["n_frames"], fps=t["fps"], seed=t["seed"], style_id=t["style_id"],
-                         params=t["request"], image=self._image())
+        folder = private_dir(self.tmp_dir / f"v{index}")
+        ctx.next_output()
+        result = encode_mp4(frames, folder / "video.mp4", width=t["width"], height=t["height"], fps=t["fps"],
+                            on_frame=ctx.on_frame, expected_frames=t["n_frames"])
+        return folder, result
+
+    # -- what each operation renders: one frame stream per output video -------------------------
+    def _outputs(self, operation: str, engine, ctx: TaskContext) -> Iterator[Iterator[np.ndarray]]:
+        if operation == "extend":
+            yield self._extended(engine, ctx)
+        elif operation == "storyboard":
+            yield self._storyboard(engine, ctx)
+        else:  # generate or remix, once per variation
+            n = self.task.get("n_variants") or 1
+            for i in range(n):
+                ctx.segment(i / n, 1 / n)
+                yield engine.frames(self._job(variant=i, operation=operation), ctx)
+
+    def _job(self, *, variant: int = 0, operation: str = "generate", **changes) -> RenderJob:
+        t = self.task
+        inputs = t.get("inputs") or {}
+        fields = dict(task_id=t["id"], prompt=t["prompt"], width=t["width"], height=t["height"],
+                      n_frames=t["n_frames"], fps=t["fps"], seed=t["seed"] + variant, style_id=t["style_id"],
+                      params=t["request"], image=self._image(), operation=operation)
+        if operation == "remix":
+            fields.update(source=self._source(), strength=inputs.get("strength"))
+        fields.update(changes)
+        return RenderJob(**fields)
+
+    def _extended(self, engine, ctx: TaskContext) -> Iterator[np.ndarray]:
+        """The source's frames, then the engine's continuation from its last frame, fitted to the
+        source's size and frame rate: one timeline, no gap."""
+        t, inputs = self.task, self.task["inputs"]
+        source, last = self._source(), None
+        for last in decode_frames(source):
+            yield last
+        if last is None:
+            raise EngineError("The video this task extends has no frames.", code="source_missing")
+        plan = inputs["engine_plan"]
+        job = self._job(operation="extend", prompt=t["prompt"], width=plan["width"], height=plan["height"],
+                        n_frames=plan["n_frames"], fps=plan["fps"], source=source,
+                        image=save_png(last, self.tmp_dir / "last-frame.png"))
+        frames = conform(engine.frames(job, ctx), t["width"], t["height"])
+        yield from retime(frames, plan["fps"], t["fps"], inputs["extension_frames"])
+
+    def _storyboard(self, engine, ctx: TaskContext) -> Iterator[np.ndarray]:
+        """Each shot in order, joined with cuts; with ``continuity``, a shot starts from the last
+        frame of the one before."""
+        t, inputs = self.task, self.task["inputs"]
+        shots = inputs["shots"]
+        total = sum(shot["n_frames"] for shot in shots)
+        start, image = 0, None
+        for i, shot in enumerate(shots):
+            ctx.segment(start / total, shot["n_frames"] / total)
+            prompt = f"{shot['prompt']}. {inputs['instructions']}" if inputs.get("instructions") else shot["prompt"]
+            last = None
+            for last in engine.frames(self._job(variant=i, prompt=prompt, n_frames=shot["n_frames"], image=image),
+                                      ctx):
+                yield last
+            if inputs.get("continuity") and last is not None:
+                image = save_png(last, self.tmp_dir / f"shot-{i}-last.png")
+            start += shot["n_frames"]
+
+    def _source(self) -> Path:
+        """The finished video this task builds on (a post's may be another user's)."""
+        gen_id = (self.task.get("inputs") or {}).get("source_generation_id")
+        gen = self.store.generation(gen_id) if gen_id else None
+        path = self.services.settings.media_dir / gen["video_file"] if gen and gen["video_file"] else None
+        if path is None or not path.is_file():
+            raise EngineError("The video this task builds on was deleted before the task ran.",
+                              code="source_missing")
+        return path
 
     def _image(self) -> Path | None:
         items = self.task["inpaint_items"] or []
@@ -188,25 +275,38 @@ class Run:
             raise EngineError("The uploaded image of this task no longer exists.", code="upload_missing")
         return path
 
-    def _publish(self, engine, n_frames: int) -> None:
-        gen_id = new_id("gen")
-        final = private_dir(self.services.settings.media_dir / gen_id)
-        private_files(*(self.tmp_dir / name for name in OUTPUTS))
-        for name in OUTPUTS:
-            os.replace(self.tmp_dir / name, final / name)
-        files = {column: f"{gen_id}/{name}" for name, column in OUTPUTS.items()}
-        row = self._generation(gen_id, "sora_draft", engine=engine.describe(), n_frames=n_frames,
-                               video_bytes=(final / "video.mp4").stat().st_size, **files)
-        if not self.store.finish(self.claim, "succeeded", generation=row):
+    def _publish(self, engine, made: list) -> None:
+        """Move each output into place as its own draft and commit them with the task's end."""
+        rows, finals = [], []
+        n = len(made)
+        for i, (folder, result) in enumerate(made):
+            gen_id = new_id("gen")
+            final = private_dir(self.services.settings.media_dir / gen_id)
+            finals.append(final)
+            private_files(*(folder / name for name in OUTPUTS))
+            for name in OUTPUTS:
+                os.replace(folder / name, final / name)
+            files = {column: f"{gen_id}/{name}" for name, column in OUTPUTS.items()}
+            variant = {"variant": i, "n_variants": n} if n > 1 else {}
+            row = self._generation(gen_id, "sora_draft", engine=engine.describe(), n_frames=result.n_frames,
+                                   video_bytes=(final / "video.mp4").stat().st_size, **files, **variant)
+            # variations in order: the first made is the first listed among the task's drafts
+            row["created_at"] += i * 1e-3
+            rows.append(row)
+        if not self.store.finish(self.claim, "succeeded", generation=rows):
             log.warning("task %s: lease lost before commit; discarding output", self.task["id"])
-            shutil.rmtree(final, ignore_errors=True)
+            for final in finals:
+                shutil.rmtree(final, ignore_errors=True)
         else:
-            log.info("task %s: succeeded as %s", self.task["id"], gen_id)
+            log.info("task %s: succeeded as %s", self.task["id"], ", ".join(r["id"] for r in rows))
 
-    def _generation(self, gen_id: str, kind: str, *, engine: dict | None = None, **fields) -> dict:
+    def _generation(self, gen_id: str, kind: str, *, engine: dict | None = None, variant: int | None = None,
+                    n_variants: int | None = None, **fields) -> dict:
         t = self.task
         meta = {"prompt": t["prompt"], "title": t["title"], "creation_config": creation_config(t),
-                "engine": engine, "fps": t["fps"]}
+                "engine": engine, "fps": t["fps"], "operation": t.get("operation") or "generate"}
+        if variant is not None:
+            meta.update(variant=variant, n_variants=n_variants)
         row = {"id": gen_id, "task_id": t["id"], "user_id": t["user_id"], "kind": kind,
                "created_at": self.store.clock(), "width": t["width"], "height": t["height"],
                "n_frames": None, "video_file": None, "thumbnail_file": None, "spritesheet_file": None,

@@ -1,0 +1,286 @@
+"""Remix, extend, storyboard and variations on /backend, through the preview engine, checked on
+the decoded MP4s (PROTOCOL section 2's related endpoints)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import requests
+from conftest import assert_error
+from PIL import Image
+from serverproc import ServerProcess
+
+from sorakit.engines import Engine
+from sorakit.engines.preview import PreviewEngine
+from sorakit.media.encode import decode_frames, probe
+from sorakit.media.frames import resize
+from sorakit.server.operations import parse_timeline
+
+
+def _video(api, gen: dict):
+    path = api.settings.media_dir / gen["id"] / "video.mp4"
+    return probe(path), [f.astype(np.int16) for f in decode_frames(path)]
+
+
+def _finished(api, task_id: str) -> dict:
+    task = api.wait(task_id)
+    assert task["status"] == "succeeded", task
+    return task
+
+
+def _source(api, **body) -> dict:
+    body = {"prompt": "a red lighthouse on a cliff", "n_frames": 30, "orientation": "landscape", **body}
+    return _finished(api, api.create(**body).json()["id"])["generations"][0]
+
+
+def _diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
+
+
+def _post(api, path: str, body: dict, headers=None):
+    return api.client.post(path, json=body, headers=headers or api.alice)
+
+
+# -- remix ------------------------------------------------------------------------------------
+def test_a_remix_is_a_new_video_visibly_made_from_its_source(make_api):
+    api = make_api(default_concurrency=5)
+    source = _source(api)
+    r = api.create(prompt="the same lighthouse at night, snowing", remix_target_id=source["id"])
+    assert r.status_code == 200 and r.json()["operation"] == "remix"
+    task = _finished(api, r.json()["id"])
+    assert task["operation"] == "remix" and len(task["generations"]) == 1
+    remix = task["generations"][0]
+    assert remix["generation_type"] == "remix" and remix["source_generation_id"] == source["id"]
+    assert remix["creation_config"]["source_generation_id"] == source["id"]
+    assert remix["remix_target_post"] is None
+    # the source's own shape and length carry over when the remix names none
+    assert (remix["width"], remix["height"], remix["n_frames"]) == (source["width"], source["height"], 30)
+    plain = _finished(api, api.create(prompt="the same lighthouse at night, snowing", n_frames=30,
+                                      orientation="landscape").json()["id"])["generations"][0]
+    _, src = _video(api, source)
+    _, mixed = _video(api, remix)
+    _, fresh = _video(api, plain)
+    to_remix = np.mean([_diff(a, b) for a, b in zip(src, mixed)])
+    to_fresh = np.mean([_diff(a, b) for a, b in zip(src, fresh)])
+    assert to_remix < 0.6 * to_fresh, (to_remix, to_fresh)
+
+
+def test_remix_strength_sets_how_much_of_the_source_stays(make_api):
+    api = make_api(default_concurrency=5)
+    source = _source(api)
+    _, src = _video(api, source)
+    distance = {}
+    for strength in (0.2, 0.9):
+        task = _finished(api, api.create(prompt="blue", remix_target_id=source["id"],
+                                         remix_strength=strength).json()["id"])
+        assert task["generations"][0]["creation_config"]["remix_strength"] == strength
+        _, frames = _video(api, task["generations"][0])
+        distance[strength] = np.mean([_diff(a, b) for a, b in zip(src, frames)])
+    assert distance[0.2] < distance[0.9] / 2, distance
+    r = api.create(prompt="x", remix_target_id=source["id"], remix_strength=1.5)
+    assert_error(r, 400, "invalid_request", "remix_strength")
+
+
+def test_remix_targets_must_be_finished_videos_of_the_caller(make_api):
+    api = make_api(default_concurrency=5, blocked_terms=["forbidden"])
+    source = _source(api)
+    assert_error(api.create(prompt="x", remix_target_id=source["id"], headers=api.bob), 400, "invalid_request",
+                 "remix_target_id")
+    for target in ("gen_nope", "task_x", "s_" + "0" * 32):
+        assert_error(api.create(prompt="x", remix_target_id=target), 400, "invalid_request", "remix_target_id")
+    refused = api.wait(api.create(prompt="forbidden thing", n_frames=5).json()["id"])
+    assert_error(api.create(prompt="x", remix_target_id=refused["generations"][0]["id"]), 400,
+                 "invalid_request", "remix_target_id")
+    # moderation reads the remix's own prompt
+    task = api.wait(api.create(prompt="a forbidden remix", remix_target_id=source["id"]).json()["id"])
+    assert task["status"] == "failed" and task["generations"][0]["kind"] == "sora_content_violation"
+
+
+# -- extend -----------------------------------------------------------------------------------
+def test_an_extension_is_one_longer_video_that_starts_with_the_source(make_api):
+    api = make_api(default_concurrency=5)
+    source = _source(api)
+    path = f"/backend/project_y/profile/drafts/{source['id']}/long_video_extension"
+    r = _post(api, path, {"user_prompt": "the storm arrives", "extension_duration_s": 1.5, "enable_rewrite": False})
+    assert r.status_code == 200, r.text
+    assert r.json()["id"].startswith("task_") and r.json()["operation"] == "extend"
+    task = _finished(api, r.json()["id"])
+    longer = task["generations"][0]
+    assert longer["generation_type"] == "extension" and longer["source_generation_id"] == source["id"]
+    info, frames = _video(api, longer)
+    _, src = _video(api, source)
+    assert info.n_frames == 30 + 45 == longer["n_frames"] and info.duration_s == pytest.approx(2.5, abs=0.05)
+    # the first frames are the source's (re-encoded: equal up to the codec's rounding)
+    assert max(_diff(a, b) for a, b in zip(src, frames[:30])) < 3.0
+    # no seam: the step into the extension is no bigger than the source's own frame steps
+    steps = [_diff(frames[i], frames[i + 1]) for i in range(29)]
+    assert _diff(frames[29], frames[30]) <= 2 * max(steps) + 1.0, (_diff(frames[29], frames[30]), max(steps))
+    # and then it becomes the new scene
+    assert _diff(frames[29], frames[-1]) > 10
+
+
+def test_extension_refusals(make_api):
+    api = make_api(default_concurrency=5, blocked_terms=["forbidden"])
+    source = _source(api)
+    path = f"/backend/project_y/profile/drafts/{source['id']}/long_video_extension"
+    assert_error(_post(api, path, {"extension_duration_s": 0}), 400, "invalid_request")
+    assert_error(_post(api, path, {"extension_duration_s": 60}), 400, "invalid_request", "extension_duration_s")
+    assert_error(_post(api, path, {"extension_duration_s": 5}, api.bob), 404, "not_found")
+    assert_error(_post(api, "/backend/project_y/profile/drafts/gen_nope/long_video_extension",
+                       {"extension_duration_s": 5}), 404, "not_found")
+    task = api.wait(_post(api, path, {"user_prompt": "forbidden", "extension_duration_s": 1}).json()["id"])
+    assert task["status"] == "failed" and task["generations"][0]["kind"] == "sora_content_violation"
+    # an empty prompt continues the source's own
+    task = _finished(api, _post(api, path, {"user_prompt": "", "extension_duration_s": 0.5}).json()["id"])
+    assert task["prompt"] == "a red lighthouse on a cliff"
+
+
+class TextOnly(Engine):
+    """An engine that can only do text-to-video."""
+
+    name = "textonly"
+
+    def frames(self, job, ctx) -> Iterator[np.ndarray]:
+        for _ in range(job.n_frames):
+            yield np.zeros((job.height, job.width, 3), np.uint8)
+
+
+def test_an_engine_that_cannot_remix_or_extend_says_so(make_api):
+    api = make_api(default_concurrency=5, engines={"preview": PreviewEngine(), "textonly": TextOnly()})
+    source = _source(api, model="textonly")
+    err = assert_error(api.create(prompt="x", remix_target_id=source["id"]), 400, "invalid_request",
+                       "remix_target_id")
+    assert "textonly" in err["message"] and "remix" in err["message"]
+    path = f"/backend/project_y/profile/drafts/{source['id']}/long_video_extension"
+    err = assert_error(_post(api, path, {"extension_duration_s": 1}), 400, "invalid_request")
+    assert "textonly" in err["message"] and "extension" in err["message"]
+    # another model that can: named explicitly
+    task = _finished(api, api.create(prompt="x", remix_target_id=source["id"], model="preview").json()["id"])
+    assert task["model"] == "preview"
+
+
+# -- storyboard -------------------------------------------------------------------------------
+def test_a_storyboard_is_its_shots_in_order_joined_with_cuts(make_api):
+    api = make_api(default_concurrency=5)
+    shots = [{"prompt": "a sunrise over the sea", "duration_s": 1.0},
+             {"prompt": "a busy market at noon", "duration_s": 0.5},
+             {"prompt": "a quiet street at midnight", "duration_s": 1.0}]
+    r = _post(api, "/backend/nf/create/storyboard", {"shots": shots, "orientation": "landscape"})
+    assert r.status_code == 200, r.text
+    task = _finished(api, r.json()["id"])
+    draft = task["generations"][0]
+    assert task["operation"] == "storyboard" and draft["generation_type"] == "storyboard"
+    assert [s["n_frames"] for s in draft["creation_config"]["shots"]] == [30, 15, 30]
+    info, frames = _video(api, draft)
+    assert info.n_frames == 75 and info.duration_s == pytest.approx(2.5, abs=0.05)
+    steps = [_diff(frames[i], frames[i + 1]) for i in range(len(frames) - 1)]
+    within = np.median(steps)
+    for boundary in (29, 44):  # the last frame of shots 1 and 2
+        assert steps[boundary] > 5 * within + 5, (boundary, steps[boundary], within)
+    others = [s for i, s in enumerate(steps) if i not in (29, 44)]
+    assert max(others) < min(steps[29], steps[44])
+
+
+def test_the_web_apps_storyboard_text_is_understood(make_api):
+    text = ("current timeline:\nShot 1:\nduration: 1.0sec\nScene: a cat wakes up\n\n"
+            "Shot 2:\nduration: 0.5sec\nScene: the cat jumps\nonto the table\n\ninstructions:\nwarm light")
+    shots, instructions = parse_timeline(text)
+    assert shots == [{"prompt": "a cat wakes up", "seconds": 1.0},
+                     {"prompt": "the cat jumps onto the table", "seconds": 0.5}]
+    assert instructions == "warm light"
+    api = make_api(default_concurrency=5, blocked_terms=["forbidden"])
+    task = _finished(api, _post(api, "/backend/nf/create/storyboard", {"prompt": text}).json()["id"])
+    assert probe(api.settings.media_dir / task["generations"][0]["id"] / "video.mp4").n_frames == 45
+    bad = {"prompt": "Shot 1:\nScene: no duration"}
+    assert_error(_post(api, "/backend/nf/create/storyboard", bad), 400, "invalid_request", "prompt")
+    assert_error(_post(api, "/backend/nf/create/storyboard", {"prompt": "just a sentence"}), 400,
+                 "invalid_request", "prompt")
+    too_long = {"shots": [{"prompt": "x", "duration_s": 20}, {"prompt": "y", "duration_s": 20}]}
+    assert_error(_post(api, "/backend/nf/create/storyboard", too_long), 400, "invalid_request", "shots")
+    assert_error(_post(api, "/backend/nf/create/storyboard", {"shots": [{"prompt": "x"}]}), 400,
+                 "invalid_request", "shots[0].duration_s")
+    # moderation reads every shot
+    blocked = {"shots": [{"prompt": "fine", "duration_s": 0.5}, {"prompt": "forbidden", "duration_s": 0.5}]}
+    task = api.wait(_post(api, "/backend/nf/create/storyboard", blocked).json()["id"])
+    assert task["status"] == "failed" and task["generations"][0]["kind"] == "sora_content_violation"
+
+
+# -- variations -------------------------------------------------------------------------------
+def test_variations_are_one_task_with_n_different_drafts_counted_as_n(make_api):
+    api = make_api(default_concurrency=5, default_daily_limit=5)
+    r = _post(api, "/backend/nf/bulk_create", {"prompt": "a kite over a beach", "n_frames": 10, "nsamples": 3})
+    assert r.status_code == 200, r.text
+    assert r.json()["rate_limit_and_credit_balance"]["estimated_num_videos_remaining"] == 2
+    task = _finished(api, r.json()["id"])
+    gens = task["generations"]
+    assert task["n_variants"] == 3 and len(gens) == 3 and len({g["id"] for g in gens}) == 3
+    assert [g["variant_index"] for g in gens] == [0, 1, 2]
+    firsts = [_video(api, g)[1][5] for g in gens]
+    assert min(_diff(firsts[i], firsts[j]) for i, j in ((0, 1), (0, 2), (1, 2))) > 5
+    drafts = api.client.get("/backend/project_y/profile/drafts", headers=api.alice).json()["items"]
+    assert {g["id"] for g in gens} <= {d["id"] for d in drafts}
+    # 2 left: a request for 3 more is refused whole, naming what is left
+    err = assert_error(api.create(prompt="more", nsamples=3), 429, "rate_limit_exhausted")
+    assert "only 2" in err["message"]
+    assert api.create(prompt="two more", nsamples=2, n_frames=5).status_code == 200
+
+
+def test_image_to_video_follows_the_images_shape_when_no_orientation_is_named(api):
+    buf = io.BytesIO()
+    Image.new("RGB", (800, 450), (200, 40, 40)).save(buf, format="PNG")
+    up = api.client.post("/backend/uploads", files={"file": ("wide.png", buf.getvalue(), "image/png")},
+                         headers=api.alice).json()
+    task = _finished(api, api.create(prompt="x", n_frames=5,
+                                     inpaint_items=[{"kind": "upload", "upload_id": up["id"]}]).json()["id"])
+    assert task["orientation"] == "landscape" and task["width"] > task["height"]
+    task = _finished(api, api.create(prompt="x", n_frames=5, orientation="portrait",
+                                     inpaint_items=[{"kind": "upload", "upload_id": up["id"]}]).json()["id"])
+    assert task["width"] < task["height"]
+
+
+# -- over real HTTP ---------------------------------------------------------------------------
+def test_the_whole_chain_over_a_real_server(tmp_path):
+    with ServerProcess(tmp_path / "data", env={"SORAKIT_DEFAULT_CONCURRENCY": "5"}) as server:
+        s = requests.Session()
+        s.headers["Authorization"] = f"Bearer {server.token}"
+
+        def run(path: str, body: dict) -> dict:
+            r = s.post(server.url + path, json=body, timeout=10)
+            assert r.status_code == 200, r.text
+            task_id = r.json()["id"]
+            for _ in range(400):
+                task = s.get(f"{server.url}/backend/nf/tasks/{task_id}/v2", timeout=10).json()
+                if task["status"] in ("succeeded", "failed"):
+                    assert task["status"] == "succeeded", task
+                    return task
+                import time
+                time.sleep(0.05)
+            raise AssertionError(task)
+
+        def download(gen: dict):
+            data = requests.get(gen["url"], timeout=10).content  # a signed link, no credentials
+            path = tmp_path / f"{gen['id']}.mp4"
+            path.write_bytes(data)
+            return probe(path)
+
+        source = run("/backend/nf/create", {"prompt": "a paper boat", "n_frames": 30})["generations"][0]
+        remix = run("/backend/nf/create", {"prompt": "a paper plane", "remix_target_id": source["id"]})
+        assert download(remix["generations"][0]).n_frames == 30
+        ext = run(f"/backend/project_y/profile/drafts/{source['id']}/long_video_extension",
+                  {"user_prompt": "it sails away", "extension_duration_s": 1, "enable_rewrite": True})
+        assert download(ext["generations"][0]).n_frames == 60
+        board = run("/backend/nf/create/storyboard", {"shots": [{"prompt": "a", "duration_s": 0.5},
+                                                                {"prompt": "b", "duration_s": 0.5}]})
+        assert download(board["generations"][0]).n_frames == 30
+        variants = run("/backend/nf/create", {"prompt": "a kite", "n_frames": 10, "nsamples": 2})
+        assert [download(g).n_frames for g in variants["generations"]] == [10, 10]
+
+
+def test_frames_are_resized_without_distortion():
+    frame = np.zeros((100, 200, 3), np.uint8)
+    frame[:, 50:150] = 255  # a centred white square band
+    out = resize(frame, 100, 100)
+    assert out.shape == (100, 100, 3) and out.mean() > 250
