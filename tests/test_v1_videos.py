@@ -244,8 +244,10 @@ def test_sdk_error_classes(server):
     with pytest.raises(openai.RateLimitError) as caught:
         client.videos.create(prompt="one too many")
     assert caught.value.response.headers.get("retry-after")
-    with pytest.raises(openai.BadRequestError, match="not supported"):
+    with pytest.raises(openai.NotFoundError):
         client.videos.remix("video_x", prompt="again")
+    with pytest.raises(openai.BadRequestError, match="not supported"):
+        client.videos.create_character(name="me", video=("me.mp4", b"\0" * 64, "video/mp4"))
     discard(client, slot.id)
 
 

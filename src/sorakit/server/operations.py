@@ -131,8 +131,8 @@ def remix_row(services: Services, user: dict, req, raw: dict, target: str) -> di
                           orientation=orientation, size=size, items=[], request=raw, title=req.title,
                           style_id=req.style_id, seed=req.seed)
     row.update(operation="remix", n_variants=variants_of(services, raw),
-               inputs={"source_generation_id": gen["id"], "source_post_id": post_id,
-                       "strength": strength_of(raw)})
+               inputs={"source_generation_id": gen["id"], "source_task_id": gen["task_id"],
+                       "source_post_id": post_id, "strength": strength_of(raw)})
     return row
 
 
@@ -159,7 +159,8 @@ def extension_row(services: Services, user: dict, gen_id: str, prompt: str | Non
                           orientation=src["orientation"], size=src["size"], items=[], request=raw,
                           title=(gen.get("meta") or {}).get("title"))
     row.update(operation="extend", n_variants=1, inputs={
-        "source_generation_id": gen["id"], "seconds": float(seconds), "source_frames": source_frames,
+        "source_generation_id": gen["id"], "source_task_id": gen["task_id"], "seconds": float(seconds),
+        "source_frames": source_frames,
         "extension_frames": extension_frames,
         "engine_plan": {"width": engine_plan.width, "height": engine_plan.height,
                         "n_frames": engine_plan.n_frames, "fps": engine_plan.fps}})

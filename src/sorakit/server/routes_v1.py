@@ -9,14 +9,15 @@ import shutil
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from ..protocol import bounds, errors
 from ..protocol.errors import ApiError
-from . import v1
-from .bodies import parse_json, validate
+from . import uploads, v1
+from .bodies import json_body, parse_json, validate
 from .deps import current_user, get_services
 from .routes_assets import drop_malformed_range
 from .services import Services
@@ -85,40 +86,138 @@ def create_video(user: dict = Depends(current_user),
     return v1.video(task, services.store.generations_for([task["id"]])[task["id"]])
 
 
-def _not_yet(what: str) -> ApiError:
-    return errors.invalid_request(f"{what} is not supported by this server yet.", None)
+def _no_characters() -> ApiError:
+    return errors.invalid_request(
+        "Characters are not supported by this server: none of its open video models can learn a "
+        "person or object from a clip and keep its likeness across videos. Use an image reference "
+        "(input_reference) to start a video from a picture instead.", None)
 
 
-# Registered before /{video_id}: "characters" must not be taken for a video id. Each answers a
-# 400 in the envelope (never a 404 an SDK would take for a missing video) until remix lands.
+# Registered before /{video_id}: "characters" must not be taken for a video id. Characters answer a
+# 400 in the envelope (never a 404 an SDK would take for a missing video).
 @router.post("/characters")
 def create_character(user: dict = Depends(current_user)) -> dict:
     """Not supported yet: a 400."""
-    raise _not_yet("Creating characters")
+    raise _no_characters()
 
 
 @router.get("/characters/{character_id}")
 def get_character(character_id: str, user: dict = Depends(current_user)) -> dict:
     """Not supported yet: a 400."""
-    raise _not_yet("Characters")
+    raise _no_characters()
+
+
+async def _operation_body(request: Request, model: type, services: Services):
+    """An edit or extension body: JSON, or the SDKs' multipart form with ``video[id]`` or a
+    ``video`` file part. Returns ``(parsed, raw, file part or None)``."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    part = None
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        try:
+            form = await request.form(max_files=1, max_fields=32,
+                                      max_part_size=services.settings.upload_max_bytes + 1024)
+        except (ApiError, HTTPException):
+            raise
+        except Exception:
+            raise errors.invalid_request("The multipart form could not be read.") from None
+        fields: dict[str, Any] = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile)}
+        found = form.get("video")
+        part = found if isinstance(found, UploadFile) else None
+        video_ref = fields.pop("video[id]", None)
+        fields.pop("video", None)
+        if video_ref is not None:
+            fields["video"] = {"id": video_ref}
+        value = fields
+    else:
+        value = parse_json(await request.body())
+    parsed = validate(model, value)
+    return parsed, parsed.model_dump(mode="json", exclude_unset=True), part
+
+
+def _answer(services: Services, task: dict) -> dict:
+    return v1.video(task, services.store.generations_for([task["id"]])[task["id"]])
+
+
+IdemKey = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)]
+RetryCount = Annotated[int, Header(alias="x-stainless-retry-count", ge=0)]
 
 
 @router.post("/edits")
-def edit_video(user: dict = Depends(current_user)) -> dict:
-    """Not supported yet: a 400."""
-    raise _not_yet("Editing videos")
+async def edit_video(request: Request, user: dict = Depends(current_user),
+                     services: Services = Depends(get_services), idempotency_key: IdemKey = None,
+                     retry_count: RetryCount = 0) -> dict:
+    """A new video: `prompt` applied to `video` (`{"id": "video_..."}` or an uploaded file),
+    at the source's size and length."""
+    body, raw, part = await _operation_body(request, v1.EditBody, services)
+    if part is None and body.video is None:
+        raise errors.invalid_request("video must name a completed video ({\"id\": \"video_...\"}) or be "
+                                     "a video file.", "video")
+    try:
+        return await run_in_threadpool(_edit, services, user, body, raw, part, idempotency_key, retry_count)
+    finally:
+        if part is not None:
+            part.file.close()
+
+
+def _edit(services: Services, user: dict, body, raw: dict, part, idem_key, retry_count) -> dict:
+    if part is None:
+        source, gen = v1.completed_source(services, user, body.video.id, "video")
+        task = v1.submit_built(services, user, raw, v1.request_key_of(raw),
+                               lambda: v1.remix_row(services, user, body.prompt, raw, source=source, gen=gen),
+                               idem_key, retry_count)
+        return _answer(services, task)
+    digest = v1.file_digest(part)
+    raw = {**raw, "video_sha256": digest}
+    saved: dict = {}
+
+    def build() -> dict:
+        try:
+            saved.update(uploads.save_video(services, user["id"], part))
+        except ApiError as exc:
+            exc.param = "video"
+            raise
+        return v1.remix_row(services, user, body.prompt, raw, source=None, gen=None, upload=saved)
+
+    task = v1.submit_built(services, user, raw, v1.request_key_of(raw), build, idem_key, retry_count,
+                           undo=lambda: v1.drop_saved(services, user, saved.get("id")))
+    return _answer(services, task)
 
 
 @router.post("/extensions")
-def extend_video(user: dict = Depends(current_user)) -> dict:
-    """Not supported yet: a 400."""
-    raise _not_yet("Extending videos")
+async def extend_video(request: Request, user: dict = Depends(current_user),
+                       services: Services = Depends(get_services), idempotency_key: IdemKey = None,
+                       retry_count: RetryCount = 0) -> dict:
+    """One longer video: the completed `video` (`{"id"}`), then `seconds` more made from its
+    last frame with `prompt`."""
+    body, raw, part = await _operation_body(request, v1.ExtendBody, services)
+    if part is not None:
+        part.file.close()
+        raise errors.invalid_request("Extensions continue a video made here: send video as "
+                                     "{\"id\": \"video_...\"}, not a file.", "video")
+
+    def run() -> dict:
+        task = v1.submit_built(services, user, raw, v1.request_key_of(raw),
+                               lambda: v1.extension_row(services, user, body, raw), idempotency_key, retry_count)
+        return _answer(services, task)
+
+    return await run_in_threadpool(run)
 
 
 @router.post("/{video_id}/remix")
-def remix_video(video_id: str, user: dict = Depends(current_user)) -> dict:
-    """Not supported yet: a 400."""
-    raise _not_yet("Remixing videos")
+def remix_video(video_id: str, user: dict = Depends(current_user),
+                parsed: tuple[v1.RemixBody, dict] = Depends(json_body(v1.RemixBody)),
+                services: Services = Depends(get_services), idempotency_key: IdemKey = None,
+                retry_count: RetryCount = 0) -> dict:
+    """A new video: `prompt` applied to the completed video, at its size and length; its
+    `remixed_from_video_id` names the source."""
+    body, raw = parsed
+    raw = {**raw, "remix_of": video_id}
+    source, gen = v1.completed_source(services, user, video_id, "video_id")
+    task = v1.submit_built(services, user, raw, v1.request_key_of(raw),
+                           lambda: v1.remix_row(services, user, body.prompt, raw, source=source, gen=gen,
+                                                param="video_id"),
+                           idempotency_key, retry_count)
+    return _answer(services, task)
 
 
 @router.get("/{video_id}")

@@ -128,6 +128,63 @@ def save(services: Services, user_id: str, part: UploadFile, file_name: str | No
         tmp.unlink(missing_ok=True)
 
 
+#: an uploaded source video (the official API's edits): at most this long and this large a side
+MAX_VIDEO_SECONDS = 60.0
+MAX_VIDEO_SIDE = 4096
+
+
+def _inspect_video(path: Path) -> tuple[int, int, int, float]:
+    """Width, height, frame count and frame rate of an uploaded video, from its container and
+    packets (nothing is decoded here; the worker decodes it like any source)."""
+    import av
+
+    bad = errors.invalid_request("The file is not a readable video (MP4, MOV or WebM with a video track).",
+                                 "video")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise bad
+            stream = container.streams.video[0]
+            width, height = stream.codec_context.width, stream.codec_context.height
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+            if not (0 < width <= MAX_VIDEO_SIDE and 0 < height <= MAX_VIDEO_SIDE) or not 0 < fps <= 240:
+                raise errors.invalid_request(f"The video is {width}x{height} at {fps:g} fps; the limit is "
+                                             f"{MAX_VIDEO_SIDE} pixels a side and 240 fps.", "video")
+            frames = 0
+            for packet in container.demux(stream):
+                frames += packet.size > 0
+                if frames > MAX_VIDEO_SECONDS * fps:
+                    raise errors.invalid_request(f"The video is longer than {MAX_VIDEO_SECONDS:g} seconds.",
+                                                 "video")
+    except ApiError:
+        raise
+    except Exception:  # PyAV raises many kinds for broken files
+        raise bad from None
+    if frames == 0:
+        raise bad
+    return width, height, frames, fps
+
+
+def save_video(services: Services, user_id: str, part: UploadFile) -> dict:
+    """Receive, check and keep one source video (counted in the uploads quota); returns its row
+    with ``n_frames`` and ``fps`` added (not stored: the worker reads the file itself)."""
+    settings, store = services.settings, services.store
+    upload_id = new_id("media")
+    tmp = folder(settings) / f".{upload_id}.tmp"
+    try:
+        size = _receive(part, tmp, settings.upload_max_bytes)
+        used = store.upload_bytes(user_id)
+        if used + size > settings.upload_quota_bytes:
+            raise _quota_exceeded(used, size, settings.upload_quota_bytes)
+        width, height, n_frames, fps = _inspect_video(tmp)
+        row = {"id": upload_id, "user_id": user_id, "created_at": store.clock(),
+               "file_name": (part.filename or "")[:300], "file": f"{upload_id}.video", "mime": "video/mp4",
+               "width": width, "height": height, "bytes": size}
+        return {**_keep(services, tmp, row), "n_frames": n_frames, "fps": fps}
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _keep(services: Services, tmp: Path, row: dict) -> dict:
     """Move the file into place, then record it if the quota still allows (the binding check).
 

@@ -187,30 +187,41 @@ def request_key(req: VideoCreate, ref_digest: str | None) -> tuple[dict, str]:
 def submit(services: Services, user: dict, req: VideoCreate, ref: Reference, idem_key: str | None,
            sdk_retry: int) -> dict:
     raw, auto_key = request_key(req, _digest(ref))
+    return submit_built(services, user, raw, auto_key, lambda: build_row(services, user, req, ref), idem_key,
+                        sdk_retry, undo=lambda: drop_saved(services, user, ref.saved))
+
+
+def submit_built(services: Services, user: dict, raw: dict, auto_key: str, build, idem_key: str | None,
+                 sdk_retry: int, undo=None) -> dict:
+    """Insert the task ``build()`` makes under the idempotency rules of every /v1 create.
+
+    An SDK retry (``x-stainless-retry-count`` > 0, no Idempotency-Key) replays the task its first
+    attempt made with the same body; a first attempt re-points the implicit key at its own task.
+    ``undo`` removes what a refused build left behind (an upload it saved).
+    """
     implicit = idem_key is None
-    # An SDK retry replays its first attempt's task; a first attempt re-points the key at its own.
     key, fresh = (auto_key, sdk_retry == 0) if implicit else (idem_key, False)
     if not fresh:
         found = _replayable(services, user, key, raw, AUTO_KEY_WINDOW if implicit else None)
         if found is not None:
             return found
     try:
-        return create.insert(services, user, build_row(services, user, req, ref), raw, key, fresh_key=fresh)
+        return create.insert(services, user, build(), raw, key, fresh_key=fresh)
     except ApiError:  # refused: nothing was inserted
-        _refused(services, user, ref, key if fresh else None)
+        if undo is not None:
+            undo()
+        if fresh:  # it would otherwise still name an older task with the same body
+            services.store.forget_key(user["id"], key)
         raise
 
 
-def _refused(services: Services, user: dict, ref: Reference, fresh_key: str | None) -> None:
-    """Undo what a refused create left: its reference image, and (first attempts) the implicit key,
-    which would otherwise still name an older task with the same body for the SDK's retry."""
-    if ref.saved:
+def drop_saved(services: Services, user: dict, upload_id: str | None) -> None:
+    """A refused create's own upload goes again (unless a task needs it after all)."""
+    if upload_id:
         try:
-            uploads.delete(services, user["id"], ref.saved)
+            uploads.delete(services, user["id"], upload_id)
         except ApiError:  # already gone, or (a replay's) task needs it: keep it
             pass
-    if fresh_key:
-        services.store.forget_key(user["id"], fresh_key)
 
 
 def _replayable(services: Services, user: dict, key: str, raw: dict, window: float | None) -> dict | None:
@@ -225,14 +236,23 @@ def _replayable(services: Services, user: dict, key: str, raw: dict, window: flo
         raise errors.idempotency_conflict() from None
 
 
+def file_digest(part: UploadFile) -> str:
+    part.file.seek(0)
+    sha = hashlib.sha256()
+    while chunk := part.file.read(1024 * 1024):
+        sha.update(chunk)
+    part.file.seek(0)
+    return sha.hexdigest()
+
+
+def request_key_of(raw: dict) -> str:
+    """The implicit idempotency key of an SDK request with this body (see ``request_key``)."""
+    return f"sdk-auto:{create.body_hash(raw)}"
+
+
 def _digest(ref: Reference) -> str | None:
     if ref.part is not None:
-        ref.part.file.seek(0)
-        sha = hashlib.sha256()
-        while chunk := ref.part.file.read(1024 * 1024):
-            sha.update(chunk)
-        ref.part.file.seek(0)
-        return sha.hexdigest()
+        return file_digest(ref.part)
     value = ref.data_url or ref.file_id
     return hashlib.sha256(value.encode()).hexdigest() if value else None
 
@@ -270,8 +290,16 @@ def video(row: dict, gens: list[dict]) -> dict[str, Any]:
         "progress": progress_of(row, status), "created_at": int(row["created_at"]),
         "completed_at": int(finished) if finished else None, "expires_at": None,
         "prompt": row["prompt"], "seconds": seconds_of(row), "size": f"{row['width']}x{row['height']}",
-        "remixed_from_video_id": request.get("remixed_from_video_id"), "error": error_of(row, gens),
+        "remixed_from_video_id": remixed_from(row), "error": error_of(row, gens),
     }
+
+
+def remixed_from(row: dict) -> str | None:
+    """The video a remix (or an edit) was made from, whichever door made it."""
+    inputs = row.get("inputs") or {}
+    if row.get("operation") == "remix" and inputs.get("source_task_id"):
+        return video_id(inputs["source_task_id"])
+    return (row.get("request") or {}).get("remixed_from_video_id")
 
 
 def poll_after_ms(status: str) -> str | None:
@@ -283,4 +311,91 @@ def own_task(services: Services, user: dict, vid: str) -> dict:
     row = services.store.task(task_id(vid), user["id"]) if vid.startswith("video_") else None
     if row is None:
         raise ApiError(404, "not_found", f"No video found with id {create.show(vid)}.", param="video_id")
+    return row
+
+
+# -- remix, edits, extensions ------------------------------------------------------------------
+class VideoId(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1, max_length=NAME)
+
+
+class RemixBody(BaseModel):
+    """``POST /v1/videos/{id}/remix``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    prompt: str = Field(min_length=1, max_length=TEXT)
+
+
+class EditBody(RemixBody):
+    """``POST /v1/videos/edits``: ``video`` is ``{"id"}`` here; a file travels as a form part."""
+
+    video: VideoId | None = None
+
+
+class ExtendBody(EditBody):
+    """``POST /v1/videos/extensions``: ``seconds`` is the length of the added segment."""
+
+    seconds: str = Field(max_length=NAME)
+
+    @field_validator("seconds", mode="before")
+    @classmethod
+    def _number_as_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+
+
+def completed_source(services: Services, user: dict, vid: str, param: str) -> tuple[dict, dict]:
+    """A finished video of the caller's and its draft (what a remix or an extension reads)."""
+    row = services.store.task(task_id(vid), user["id"]) if vid.startswith("video_") else None
+    if row is None:
+        raise ApiError(404, "not_found", f"No video found with id {create.show(vid)}.", param=param)
+    drafts = [g for g in services.store.generations_for([row["id"]])[row["id"]] if g["kind"] == "sora_draft"]
+    if row["status"] != "succeeded" or not drafts:
+        raise errors.invalid_request(f"Video {create.show(vid)} is not completed (status {STATUS[row['status']]}); "
+                                     "only completed videos can be remixed, edited or extended.", param)
+    return row, drafts[0]
+
+
+def remix_row(services: Services, user: dict, prompt: str, raw: dict, *, source: dict | None, gen: dict | None,
+              upload: dict | None = None, param: str = "video") -> dict:
+    """Video to video with a new prompt, at the source's own size and length: the official
+    remix (a video id) and edits (a video id, or an uploaded video file)."""
+    from .operations import check_operation
+
+    text = create.check_prompt(prompt, services.settings.max_prompt_chars)
+    if source is not None:
+        model, width, height, seconds = source["model"], source["width"], source["height"], float(seconds_of(source))
+    else:  # an uploaded file: the official sizes in its orientation, at most the longest duration
+        model = DEFAULTS["model"]
+        width, height = (1280, 720) if upload["width"] > upload["height"] else (720, 1280)
+        seconds = max(min(round(upload["n_frames"] / upload["fps"]), int(SECONDS[-1])), 1)
+    engine_name, engine = create.engine_for(services, model)
+    check_operation(engine_name, engine, model, "remix", param)
+    plan = _plan(engine, model, width, height, seconds, False)
+    request = {**raw, "api": "v1", "seconds": f"{seconds:g}"}
+    items = [{"kind": "video_upload", "upload_id": upload["id"]}] if upload else []
+    row = create.task_row(services, user["id"], prompt=text, model=model, engine=engine_name, plan=plan,
+                          orientation=_orientation(width, height), size=f"{width}x{height}", items=items,
+                          request=request)
+    row.update(operation="remix", n_variants=1, inputs={
+        "source_generation_id": gen["id"] if gen else None, "source_task_id": source["id"] if source else None,
+        "source_upload_id": upload["id"] if upload else None, "source_post_id": None, "strength": None})
+    return row
+
+
+def extension_row(services: Services, user: dict, body: ExtendBody, raw: dict) -> dict:
+    from .operations import extension_row as backend_extension
+
+    if body.video is None:
+        raise errors.invalid_request("video must name the completed video to extend: {\"id\": \"video_...\"}.",
+                                     "video")
+    _, gen = completed_source(services, user, body.video.id, "video")
+    try:
+        seconds = float(body.seconds)
+    except ValueError:
+        raise errors.invalid_request(f"seconds must be a number; got {create.show(body.seconds)}.", "seconds") from None
+    row = backend_extension(services, user, gen["id"], body.prompt, seconds, {**raw, "api": "v1"},
+                            param_seconds="seconds", param_source="video")
     return row

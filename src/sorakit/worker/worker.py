@@ -256,17 +256,25 @@ class Run:
             start += shot["n_frames"]
 
     def _source(self) -> Path:
-        """The finished video this task builds on (a post's may be another user's)."""
-        gen_id = (self.task.get("inputs") or {}).get("source_generation_id")
-        gen = self.store.generation(gen_id) if gen_id else None
-        path = self.services.settings.media_dir / gen["video_file"] if gen and gen["video_file"] else None
+        """The video this task builds on: a finished draft (a post's may be another user's), or a
+        video uploaded with the request (the official API's edits)."""
+        inputs = self.task.get("inputs") or {}
+        path = None
+        if inputs.get("source_upload_id"):
+            upload = self.store.upload(inputs["source_upload_id"])
+            path = self.services.settings.data_dir / "uploads" / upload["file"] if upload else None
+        elif inputs.get("source_generation_id"):
+            gen = self.store.generation(inputs["source_generation_id"])
+            path = self.services.settings.media_dir / gen["video_file"] if gen and gen["video_file"] else None
         if path is None or not path.is_file():
             raise EngineError("The video this task builds on was deleted before the task ran.",
                               code="source_missing")
         return path
 
     def _image(self) -> Path | None:
-        items = self.task["inpaint_items"] or []
+        # image items only: a source video uploaded for an edit is listed too (so it is kept while
+        # the task waits) but read by _source
+        items = [i for i in self.task["inpaint_items"] or [] if i.get("kind") == "upload"]
         if not items:
             return None
         upload = self.store.upload(items[0]["upload_id"])
