@@ -96,6 +96,34 @@ Notes for an engine driving these pipelines (all checked on the tiny models):
 Timings on 2 CPU cores (torch 2.13): each tiny pipeline builds+saves in < 0.5 s, loads in ~0.1 s
 and generates TINY_CALL in 2 steps with CFG in 0.03-0.5 s.
 
+Video to video (remix/extend; checked on these tiny models, diffusers 0.42.1).  The v2v
+pipelines take the text-to-video weights: ``V2V_CLASS_NAMES[family]``, built on a t2v pipeline's
+components with ``build_v2v(t2v_pipe)`` (none of them has a checkpoint of its own):
+* wan ``WanVideoToVideoPipeline(video=, strength=0.8, ...)`` and cogvideox
+  ``CogVideoXVideoToVideoPipeline(video=, strength=0.8, ...)``: no ``num_frames`` argument (a
+  TypeError): the output has the input video's length (give it 4k+1 frames).  SDEdit: the video
+  is VAE-encoded, noised to the ``strength`` point of the schedule and only
+  ``min(int(num_inference_steps * strength), num_inference_steps)`` steps run (``scheduler.step``
+  calls); ``int(steps * strength) == 0`` leaves no timestep at all (``timesteps[:1]`` is empty):
+  run at least one.
+* ltx ``LTXConditionPipeline(conditions=[LTXVideoCondition(video=|image=, frame_index=0,
+  strength=1.0)], num_frames=, frame_rate=, ...)``: the condition's latents are lerped into the
+  noise with its ``strength`` and held at noise level ``1 - strength`` (per-token timesteps) until
+  the schedule reaches it, so every step runs; a condition video is trimmed to 8k+1 frames and
+  comes back as the render's first frames.  It sets its own linear-quadratic ``timesteps`` and
+  passes no ``mu``, so with this (LTX-Video 0.9.0) dynamically shifting scheduler it raises
+  "`mu` must be passed ..." -- ``build_v2v`` gives it a copy with ``use_dynamic_shifting=False``.
+  The T2V/I2V pipelines' ``denoise_strength`` is another v2v route but needs the caller to pass
+  the source's latents.
+* ``<V2V>.from_pipe(t2v)`` builds all three, but ``from_pipe`` ``.to(dtype)``-casts every shared
+  module (float32 unless ``dtype=`` is given), re-casting the t2v pipeline as well (and
+  ``dtype=torch.bfloat16`` down-casts the modules ``from_pretrained`` keeps in float32): build
+  from ``components`` instead, as ``build_v2v`` does.
+* The image-to-video pipelines return (a VAE round trip of) the conditioning image as frame 0.
+
+``write_colour_video(path, colours, ...)`` writes an MP4 of solid-colour frames (one colour per
+frame) for v2v sources, ``COLOURS`` 16 well-separated ones and ``nearest_colour`` classifies a frame.
+
 ``scale="bench"`` (wan t2v/i2v only; other families raise NotImplementedError): a 15.6M-parameter
 Wan transformer (6 layers, 6x64 heads; 63 MB saved) and a wider VAE.
 ``pipe(prompt, **BENCH_CALL)`` -- 128x128, 25 frames, default 50 steps, guidance 5.0, i.e. 100
@@ -121,6 +149,20 @@ PIPELINE_CLASS_NAMES = {
     ("cogvideox", False): "CogVideoXPipeline",
     ("cogvideox", True): "CogVideoXImageToVideoPipeline",
 }
+
+# Video-to-video pipelines on the t2v weights (see the module docstring).
+V2V_CLASS_NAMES = {
+    "wan": "WanVideoToVideoPipeline",
+    "ltx": "LTXConditionPipeline",
+    "cogvideox": "CogVideoXVideoToVideoPipeline",
+}
+
+# 16 solid colours, each at least 60 apart (RGB distance) from every other.
+COLOURS = [
+    (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+    (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (128, 0, 0),
+    (170, 255, 195), (0, 0, 128), (255, 255, 255), (0, 0, 0),
+]
 
 # Call kwargs valid for all six tiny pipelines (CogVideoX I2V only accepts exactly 64x32).
 TINY_CALL = {"height": 32, "width": 64, "num_frames": 9}
@@ -338,3 +380,41 @@ def save_pipeline(family: str, dest: Path, *, i2v: bool = False, seed: int = 0, 
     dest.mkdir(parents=True, exist_ok=True)
     build_pipeline(family, i2v=i2v, seed=seed, scale=scale).save_pretrained(dest)
     return dest
+
+
+def build_v2v(t2v_pipe):
+    """The family's video-to-video pipeline on ``t2v_pipe``'s own modules (no copy, no cast)."""
+    import inspect
+
+    import diffusers
+
+    family = next(f for (f, i2v), name in PIPELINE_CLASS_NAMES.items()
+                  if not i2v and name == type(t2v_pipe).__name__)
+    cls = getattr(diffusers, V2V_CLASS_NAMES[family])
+    wanted = inspect.signature(cls.__init__).parameters
+    components = {k: v for k, v in t2v_pipe.components.items() if k in wanted}
+    scheduler = components["scheduler"]
+    if family == "ltx" and scheduler.config.get("use_dynamic_shifting"):
+        components["scheduler"] = type(scheduler).from_config(scheduler.config, use_dynamic_shifting=False)
+    pipe = cls(**components)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def write_colour_video(path: Path, colours, *, width: int = 96, height: int = 64, fps: int = 16) -> Path:
+    """An H.264 MP4 whose frame i is a solid ``colours[i]`` (sorakit's own encoder)."""
+    import numpy as np
+
+    from sorakit.media.encode import encode_mp4
+
+    frames = [np.full((height, width, 3), colour, dtype=np.uint8) for colour in colours]
+    encode_mp4(frames, Path(path), width=width, height=height, fps=fps)
+    return Path(path)
+
+
+def nearest_colour(frame, colours=COLOURS) -> int:
+    """The index of the colour in ``colours`` closest to ``frame``'s mean (HxWx3, PIL or array)."""
+    import numpy as np
+
+    mean = np.asarray(frame, dtype=np.float64).reshape(-1, 3).mean(axis=0)
+    return int(np.argmin([np.linalg.norm(mean - np.asarray(c, dtype=np.float64)) for c in colours]))

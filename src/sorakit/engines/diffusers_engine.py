@@ -11,26 +11,60 @@
   API's seconds * fps) comes out exact; web plans are already on the rule and render as asked.
 - Out-of-memory and other errors fail only the task; cache hooks are reset and GPU memory
   released in a ``finally`` so the next task starts clean.
+
+Operations (the table in :mod:`.families` names each family's classes):
+
+- ``remix`` runs the family's video-to-video pipeline (``Family.v2v_class``), built from this
+  thread's text-to-video pipeline's components: it is the same weights. The source MP4 is decoded,
+  sampled in time at the job's frame rate from its start (a source shorter than the clip is spread
+  over it instead), resized to the job's size and handed over as ``Family.clean_frames(n_frames)``
+  frames (the ``tk+1`` count, ``8k+1`` for CogVideoX, whose VAE otherwise repeats the first frame).
+  Wan/CogVideoX take ``video=`` and ``strength=`` (SDEdit: the source is noised to ``strength`` and
+  ``int(steps * strength)`` steps run -- at least one, so a strength of 0 still runs a step);
+  LTX takes ``conditions=[LTXVideoCondition(video=..., frame_index=0, strength=1 - strength)]``:
+  the source latents start at noise level ``strength`` and are held there until the schedule
+  reaches it, which is the same SDEdit, and every step runs. ``strength`` None: 0.7.
+- ``extend`` continues the source after its last frame (``job.image``, a lossless PNG of it).
+  Wan/CogVideoX run their image-to-video pipeline from that frame; its weights are separate, so only
+  a model with ``image_path`` offers ``extend``. The pipeline returns the conditioning image as its
+  frame 0, so one more frame is rendered (rounded up by ``Family.extend_frames``) and frame 0 dropped.
+  LTX conditions on the source's last 9 frames instead (its own video conditioning, the same
+  weights, and motion carries over where a single frame has none): the clip is sampled at the
+  job's frame rate, ends with ``job.image``, and comes back as the render's first 9 frames, which
+  are dropped. Either way the first frame yielded is the continuation, never the source's frame.
+- A remix's or extension's cancel and progress work as generate's: the total is the steps the
+  pipeline really runs, so progress reaches ``DENOISE_SHARE`` before the decode.
+- Derived pipelines are built from components, not ``from_pipe``: diffusers 0.42's ``from_pipe``
+  casts every shared module with ``.to(dtype)`` (float32 unless told), which would re-cast the
+  resident text-to-video pipeline too (float32 doubles its memory; bfloat16 undoes the modules
+  ``from_pretrained`` keeps in float32). ``LTXConditionPipeline`` passes its own (linear-quadratic)
+  timesteps without the ``mu`` a dynamically shifting scheduler needs (LTX-Video 0.9.0/0.9.1's), so
+  it gets a copy of the scheduler with ``use_dynamic_shifting=False``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .base import Cancelled, Engine, EngineError, Plan, PlanRefused, RenderContext, RenderJob
+from .base import OPERATION_NAMES, Cancelled, Engine, EngineError, Plan, PlanRefused, RenderContext, RenderJob
 from .families import FAMILIES
 from .models import ModelSpec, local_dir
 
 EXTRA = "pip install 'sorakit[diffusers]'"
 DENOISE_SHARE = 0.9
 PRESENCE_TTL = 30.0  # seconds a "files present" answer is trusted (create checks it)
+#: the pipeline kind (this thread's cache key) each operation runs on
+KINDS = {"generate": "t2v", "image": "i2v", "remix": "v2v"}
 
 
 def _missing_extra() -> str | None:
@@ -83,6 +117,16 @@ def _release_memory() -> None:
         torch.cuda.empty_cache()
 
 
+@dataclass
+class Call:
+    """One pipeline run: which pipeline, its arguments, the steps it really runs, the frames to drop."""
+
+    kind: str  # "t2v", "i2v" or "v2v"
+    args: dict[str, Any]
+    steps: int  # scheduler steps the run takes (a strength below 1 runs fewer)
+    skip: int = 0  # leading frames that are the conditioning, not the answer
+
+
 class DiffusersEngine(Engine):
     placeholder = False
     progress_share = 0.9
@@ -98,8 +142,41 @@ class DiffusersEngine(Engine):
     def supports_image(self) -> bool:  # type: ignore[override]
         return bool(self.spec.image_path) or self.family.i2v_shares_weights
 
-    def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "placeholder": False, "family": self.family.name, "path": self.spec.path}
+    def operations(self) -> frozenset[str]:
+        ops = {"generate"}
+        if self.supports_image:
+            ops.add("image")
+        if self.family.v2v_class:
+            ops.add("remix")
+        if self.family.extend_via == "v2v" and self.family.v2v_class:
+            ops.add("extend")
+        elif self.family.extend_via == "i2v" and self.supports_image:
+            ops.add("extend")
+        return frozenset(ops)
+
+    def unsupported(self, operation: str) -> str | None:
+        if operation in self.operations():
+            return None
+        what = OPERATION_NAMES.get(operation, operation)
+        needs_i2v = operation == "image" or (operation == "extend" and self.family.extend_via == "i2v")
+        if needs_i2v and not self.supports_image:
+            how = "starts from an image" if operation == "image" else "continues a video from its last frame"
+            return (f"Model {self.name!r} cannot do {what}: it {how} with {self.family.i2v_class}, whose "
+                    f"weights are separate; set models.{self.name}.image_path to them.")
+        return f"Model {self.name!r} ({self.family.name}) cannot do {what}."
+
+    def pipeline_class(self, operation: str) -> str:
+        """The diffusers pipeline class ``operation`` runs on this model."""
+        kind = self._kind(operation)
+        f = self.family
+        return {"t2v": f.t2v_class, "i2v": f.i2v_class, "v2v": f.v2v_class}[kind] or ""
+
+    def describe(self, operation: str | None = None) -> dict[str, Any]:
+        info = {"name": self.name, "placeholder": False, "family": self.family.name, "path": self.spec.path,
+                "pipelines": {op: self.pipeline_class(op) for op in sorted(self.operations())}}
+        if operation is not None and operation in self.operations():
+            info["pipeline"] = self.pipeline_class(operation)
+        return info
 
     def plan(self, orientation: str, size: str, n_frames: int, image: bool = False) -> Plan:
         return self.family.plan(orientation, size, n_frames, resolution=self.spec.resolution,
@@ -132,15 +209,21 @@ class DiffusersEngine(Engine):
         return reason
 
     # -- loading --------------------------------------------------------------------------------
-    def pipeline(self, image: bool = False):
-        """This thread's pipeline, loaded on first use and kept."""
-        key = "i2v" if image else "t2v"
+    def _kind(self, operation: str) -> str:
+        if operation == "extend":
+            return "v2v" if self.family.extend_via == "v2v" else "i2v"
+        return KINDS[operation]
+
+    def pipeline(self, image: bool = False, kind: str | None = None):
+        """This thread's pipeline of ``kind`` ("t2v", "i2v", "v2v"; default by ``image``), loaded on
+        first use and kept."""
+        key = kind or ("i2v" if image else "t2v")
         cache = self._local.__dict__
         if key not in cache:
-            cache[key] = self._load(image)
+            cache[key] = self._load(key)
         return cache[key]
 
-    def _load(self, image: bool):
+    def _load(self, kind: str):
         reason = _missing_extra()
         if reason:
             raise EngineError(f"Model {self.name!r} cannot run: {reason}", code="extra_missing")
@@ -150,15 +233,37 @@ class DiffusersEngine(Engine):
         if self.spec.device.startswith("cuda") and not torch.cuda.is_available():
             raise EngineError(f"Model {self.name!r} is set to device {self.spec.device!r}, but no CUDA GPU is "
                               f"available; set models.{self.name}.device = \"cpu\".", code="device_missing")
+        if kind == "v2v":
+            return self._derive(self.family.v2v_class, self.pipeline(kind="t2v"))
+        image = kind == "i2v"
         if image and self.family.i2v_shares_weights and not self.spec.image_path:
-            cls = getattr(diffusers, self.family.i2v_class)
-            return cls.from_pipe(self.pipeline(False))
+            return self._derive(self.family.i2v_class, self.pipeline(kind="t2v"))
         path = self.files(image)
         if path is None:
             raise EngineError(f"Cannot run: {self.missing_files_message(image)}", code="model_missing")
         cls = getattr(diffusers, self.family.i2v_class if image else self.family.t2v_class)
         pipe = cls.from_pretrained(path, dtype=getattr(torch, self.spec.dtype))
         return self._place(pipe, torch)
+
+    def _derive(self, class_name: str, base):
+        """A pipeline of ``class_name`` on ``base``'s modules (already placed, tiled, compiled).
+
+        Not ``from_pipe``: it ``.to(dtype)``-casts the shared modules (see the module docstring)."""
+        import diffusers
+
+        cls = getattr(diffusers, class_name)
+        wanted = inspect.signature(cls.__init__).parameters
+        components = {name: module for name, module in base.components.items() if name in wanted}
+        scheduler = components.get("scheduler")
+        if (self.family.remix_style == "conditions" and class_name == self.family.v2v_class
+                and getattr(scheduler.config, "use_dynamic_shifting", False)):
+            # LTXConditionPipeline sets its own timesteps and passes no ``mu``: without this the
+            # scheduler raises "`mu` must be passed when `use_dynamic_shifting` is set to be `True`".
+            components["scheduler"] = type(scheduler).from_config(scheduler.config, use_dynamic_shifting=False)
+        pipe = cls(**components)
+        pipe._sorakit_base = base  # its offload hooks are the base's: freed with it
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
 
     def _place(self, pipe, torch):
         spec = self.spec
@@ -176,9 +281,24 @@ class DiffusersEngine(Engine):
         return pipe
 
     # -- running ----------------------------------------------------------------------------------
+    def operation_of(self, job: RenderJob) -> str:
+        if job.operation == "generate":
+            return "image" if job.image is not None else "generate"
+        if job.operation in ("remix", "extend"):
+            return job.operation
+        raise EngineError(f"Unknown operation {job.operation!r}.", code="unsupported_operation")
+
     def call_arguments(self, job: RenderJob) -> dict[str, Any]:
+        """The keyword arguments the pipeline is called with for ``job``."""
+        return self.prepare(job).args
+
+    def prepare(self, job: RenderJob) -> Call:
         import torch
 
+        operation = self.operation_of(job)
+        reason = self.unsupported(operation)
+        if reason:
+            raise EngineError(reason, code="unsupported_operation")
         f, spec, params = self.family, self.spec, job.params or {}
         steps = max(int(_first(params.get("num_inference_steps"), spec.steps, f.steps)), f.min_steps)
         args = {
@@ -193,12 +313,59 @@ class DiffusersEngine(Engine):
         }
         if "frame_rate" in args:
             args["frame_rate"] = job.fps  # LTX conditions its positions on the frame rate
-        if job.image is not None:
-            from PIL import Image
+        call = Call(self._kind(operation), args, steps)
+        if operation == "image":
+            args["image"] = _open_image(job.image, job.width, job.height)
+        elif operation == "remix":
+            self._remix(job, call)
+        elif operation == "extend":
+            self._extend(job, call)
+        return call
 
-            with Image.open(job.image) as img:
-                args["image"] = img.convert("RGB").resize((job.width, job.height))
-        return args
+    def _remix(self, job: RenderJob, call: Call) -> None:
+        if job.source is None:
+            raise EngineError("A remix needs a source video.", code="bad_input")
+        f, args = self.family, call.args
+        strength = min(max(f.remix_strength if job.strength is None else float(job.strength), 0.0), 1.0)
+        rendered = f.clean_frames(job.n_frames)
+        video = _source_clip(job.source, rendered, job.fps, job.width, job.height)
+        if f.remix_style == "conditions":
+            from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+
+            # The source latents start at noise level ``strength`` and are held there until the
+            # schedule comes down to it (per-token timesteps): SDEdit, with every step run.
+            args["num_frames"] = rendered
+            args["conditions"] = [LTXVideoCondition(video=video, frame_index=0, strength=1.0 - strength)]
+            return
+        steps = args["num_inference_steps"]
+        if int(steps * strength) < 1:
+            strength = min(1.0, 1.5 / steps)  # the pipeline runs int(steps * strength) steps: one at least
+        del args["num_frames"]  # not an argument: the output has the input video's length
+        args.update(video=video, strength=strength)
+        call.steps = min(int(steps * strength), steps)  # as the pipeline's own get_timesteps
+
+    def _extend(self, job: RenderJob, call: Call) -> None:
+        if job.image is None:
+            raise EngineError("An extension needs the source video's last frame.", code="bad_input")
+        f, args = self.family, call.args
+        args["num_frames"], call.skip = f.extend_frames(job.n_frames)
+        last = _open_image(job.image, job.width, job.height)
+        if f.extend_via == "i2v":
+            if f.i2v_fixed_size:
+                try:
+                    f._check_fixed_size(job.width, job.height, self.spec.resolution)
+                except PlanRefused as exc:
+                    raise EngineError(f"Model {self.name!r} cannot extend at this size: {exc.message}",
+                                      code="bad_input") from None
+            args["image"] = last
+            return
+        from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+
+        if job.source is None:
+            raise EngineError("An extension needs the source video.", code="bad_input")
+        context = f.extend_context
+        clip = _source_clip(job.source, context, job.fps, job.width, job.height, tail=True)[:-1] + [last]
+        args["conditions"] = [LTXVideoCondition(video=clip, frame_index=0, strength=1.0)]
 
     def frames(self, job: RenderJob, ctx: RenderContext) -> Iterator[np.ndarray]:
         video = self.render(job, ctx)
@@ -209,11 +376,16 @@ class DiffusersEngine(Engine):
 
     def render(self, job: RenderJob, ctx: RenderContext) -> np.ndarray:
         """Run the pipeline; returns ``(n_frames, height, width, 3)`` uint8."""
-        pipe = self.pipeline(image=job.image is not None)
-        args = self.call_arguments(job)
+        operation = self.operation_of(job)
+        reason = self.unsupported(operation)
+        if reason:
+            raise EngineError(reason, code="unsupported_operation")
+        pipe = self.pipeline(kind=self._kind(operation))
+        call = self.prepare(job)  # decodes a remix's source: after the load, which may fail sooner
+        ctx.check_cancel()
         try:
-            with StepHook(pipe, ctx, args["num_inference_steps"]):
-                output = pipe(**args)
+            with StepHook(pipe, ctx, call.steps):
+                output = pipe(**call.args)
         except Cancelled:
             raise
         except Exception as exc:
@@ -222,10 +394,11 @@ class DiffusersEngine(Engine):
                                   "frames: try a smaller size or a shorter clip.", code="out_of_memory") from None
             raise
         finally:
-            if hasattr(pipe, "maybe_free_model_hooks"):
-                pipe.maybe_free_model_hooks()
+            for owner in (pipe, getattr(pipe, "_sorakit_base", None)):
+                if owner is not None and hasattr(owner, "maybe_free_model_hooks"):
+                    owner.maybe_free_model_hooks()
             _release_memory()
-        return _to_uint8(output.frames[0], job)
+        return _to_uint8(output.frames[0], job, skip=call.skip)
 
 
 def _first(*values: Any) -> Any:
@@ -233,13 +406,59 @@ def _first(*values: Any) -> Any:
     return next(v for v in values if v is not None)
 
 
-def _to_uint8(video: Any, job: RenderJob) -> np.ndarray:
+def _open_image(path: Path, width: int, height: int):
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.convert("RGB").resize((width, height), Image.Resampling.BICUBIC)
+
+
+def sample_indices(n_source: int, source_fps: float, count: int, fps: float, *, tail: bool = False) -> list[int]:
+    """Which of a source's ``n_source`` frames (at ``source_fps``) make ``count`` frames at ``fps``:
+    the nearest frame at each of the clip's times, from the source's start (``tail``: ending on its
+    last frame). A source shorter than the clip is spread over it instead of held on one frame."""
+    step = source_fps / fps if source_fps > 0 and fps > 0 else 1.0
+    if (count - 1) * step > n_source - 1:
+        step = (n_source - 1) / max(count - 1, 1)
+    offsets = [min(round(i * step), n_source - 1) for i in range(count)]
+    if tail:
+        return [n_source - 1 - offsets[count - 1 - i] for i in range(count)]
+    return offsets
+
+
+def _source_clip(path: Path, count: int, fps: int, width: int, height: int, *, tail: bool = False) -> list:
+    """``count`` frames of the MP4 at ``path`` sampled at ``fps`` and resized, as PIL images."""
+    from PIL import Image
+
+    from ..media.encode import decode_frames, probe
+
+    try:
+        info = probe(path)
+    except Exception as exc:
+        raise EngineError(f"The source video cannot be read: {exc}", code="bad_input") from None
+    if info.n_frames < 1:
+        raise EngineError("The source video has no frames.", code="bad_input")
+    indices = sample_indices(info.n_frames, info.fps, count, fps, tail=tail)
+    wanted, kept = set(indices), {}
+    with contextlib.closing(decode_frames(path)) as frames:
+        for i, frame in enumerate(frames):
+            if i in wanted:
+                kept[i] = Image.fromarray(frame).resize((width, height), Image.Resampling.BICUBIC)
+            if len(kept) == len(wanted):
+                break
+    if len(kept) < len(wanted):
+        raise EngineError("The source video could not be decoded to its end.", code="bad_input")
+    return [kept[i] for i in indices]
+
+
+def _to_uint8(video: Any, job: RenderJob, skip: int = 0) -> np.ndarray:
     array = np.asarray(video, dtype=np.float32)
     if array.shape[1:] != (job.height, job.width, 3):
         raise EngineError(f"The model returned frames of shape {array.shape[1:]}, expected "
                           f"{(job.height, job.width, 3)}.", code="bad_output")
-    if len(array) < job.n_frames:
-        raise EngineError(f"The model returned {len(array)} frames, expected {job.n_frames}.",
+    if len(array) < skip + job.n_frames:
+        raise EngineError(f"The model returned {len(array)} frames, expected {skip + job.n_frames}.",
                           code="bad_output")
-    # The model rendered up to the next count its rule allows (CogVideoX may add more): keep the asked ones.
-    return (np.clip(array[:job.n_frames], 0.0, 1.0) * 255).round().astype(np.uint8)
+    # The model rendered up to the next count its rule allows (CogVideoX may add more): keep the asked
+    # ones, after the conditioning frames an extension renders first.
+    return (np.clip(array[skip:skip + job.n_frames], 0.0, 1.0) * 255).round().astype(np.uint8)

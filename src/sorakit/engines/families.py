@@ -6,6 +6,14 @@
 | ltx | LTXPipeline / LTXImageToVideoPipeline (same weights) | 24 | 8k+1, at most 257 | 32 | 768x512 / 1216x704 | 50 | 3.0 |
 | cogvideox | CogVideoXPipeline / CogVideoXImageToVideoPipeline | 8 | 4k+1, at most 49 | 16 | 720x480 / 720x480 | 50 | 6.0 |
 
+Remix and extend (``Family.v2v_class``, ``remix_style``, ``extend_via``; diffusers 0.42.1):
+
+| family | remix (video to video, same weights as t2v) | strength (default 0.7) | extend |
+|---|---|---|---|
+| wan | WanVideoToVideoPipeline(video=, strength=) | SDEdit noise level: ``int(steps * strength)`` steps run | WanImageToVideoPipeline from the last frame (only with ``image_path``: separate weights) |
+| ltx | LTXConditionPipeline(conditions=[LTXVideoCondition(video=, frame_index=0, strength=1 - strength)]) | the source frames condition with ``1 - strength``; every step runs | LTXConditionPipeline conditioned on the source's last 9 frames (``frame_index=0``, strength 1) |
+| cogvideox | CogVideoXVideoToVideoPipeline(video=, strength=) | as wan | CogVideoXImageToVideoPipeline from the last frame (only with ``image_path``) |
+
 A request's ``n_frames`` counts frames at 30 fps, so it stands for a duration: ``n_frames / 30``
 seconds become ``duration * fps`` of the model's frames, snapped to its ``tk+1`` rule and capped.
 Portrait swaps width and height; square takes the side whose area matches, snapped (CogVideoX's
@@ -16,6 +24,13 @@ The official API (``plan_exact``) asks for an exact size and duration instead: t
 on the family's multiple (CogVideoX image-to-video: its fixed size only), and ``seconds * fps``
 frames must fit the longest clip; the model renders the next ``tk+1`` count up from there and the
 extra frames are dropped, so the MP4 holds exactly ``seconds * fps`` frames.
+
+An extension renders the frames it conditions on as well and drops them: one more for the
+image-to-video route (the pipeline returns the conditioning image as its frame 0), ``extend_context``
+more for LTX (the conditioning clip comes back as the first frames), each rounded up to the rule
+(:meth:`Family.extend_frames`). At a model's longest clip that goes a step or two past its cap.
+Remix and extend round CogVideoX up to ``8k+1`` (``clean_frames``): with an even latent count its
+VAE decodes the first latent frame into four identical frames (after the image, three copies of it).
 """
 
 from __future__ import annotations
@@ -61,6 +76,23 @@ class Family:
     i2v_fixed_size: bool = False
     min_steps: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the video-to-video pipeline remix runs; it takes the text-to-video weights (built from the
+    #: t2v pipeline's components); None: no remix
+    v2v_class: str | None = None
+    #: how remix drives ``v2v_class``: "strength" (SDEdit: ``video=`` and ``strength=``, the output
+    #: has the input's length) or "conditions" (LTX: the source frames condition the render, with
+    #: ``1 - strength``)
+    remix_style: str = "strength"
+    #: remix strength when the request gives none (0: keep the source, 1: ignore it)
+    remix_strength: float = 0.7
+    #: how extend continues a video: "i2v" (the image-to-video pipeline from the last frame) or
+    #: "v2v" (``v2v_class`` conditioned on the source's last ``extend_context`` frames)
+    extend_via: str = "i2v"
+    #: frames of the source's end an extension conditions on ("v2v" only; on the ``tk+1`` rule)
+    extend_context: int = 1
+    #: the VAE decodes the first latent frame alone only when the latent count is odd (CogVideoX:
+    #: ``4k+1`` frames with an even latent count come back as ``4k+4``, the first four identical)
+    odd_latents: bool = False
 
     def frames_for(self, n_frames_30fps: int, cap: int | None, fps: int | None = None) -> int:
         wanted = max(n_frames_30fps / 30 * (fps or self.fps), 1)
@@ -77,6 +109,18 @@ class Family:
         """The smallest count on the ``tk+1`` rule that holds ``wanted`` frames (at least one step)."""
         k = max(math.ceil((wanted - 1) / self.frame_step), 1)
         return self.frame_step * k + 1
+
+    def clean_frames(self, wanted: int) -> int:
+        """Like :meth:`render_frames`, but a count whose first frame decodes on its own (CogVideoX:
+        ``8k+1``, an odd latent count), so no frame is repeated at the start. Remix and extend use it."""
+        step = self.frame_step * (2 if self.odd_latents else 1)
+        return step * max(math.ceil((wanted - 1) / step), 1) + 1
+
+    def extend_frames(self, wanted: int) -> tuple[int, int]:
+        """An extension of ``wanted`` frames: (frames to render, leading frames to drop). The
+        conditioning frames come back first (the image, or the ``extend_context`` clip)."""
+        skip = self.extend_context if self.extend_via == "v2v" else 1
+        return self.clean_frames(wanted + skip), skip
 
     def snap(self, value: float) -> int:
         return max(self.multiple, round(value / self.multiple) * self.multiple)
@@ -136,12 +180,14 @@ class Family:
 
 FAMILIES = {
     "wan": Family("wan", "WanPipeline", "WanImageToVideoPipeline", fps=16, frame_step=4, max_frames=81,
-                  multiple=16, native={"small": (832, 480), "large": (1280, 720)}, steps=50, guidance=5.0),
+                  multiple=16, native={"small": (832, 480), "large": (1280, 720)}, steps=50, guidance=5.0,
+                  v2v_class="WanVideoToVideoPipeline"),
     "ltx": Family("ltx", "LTXPipeline", "LTXImageToVideoPipeline", fps=24, frame_step=8, max_frames=257,
                   multiple=32, native={"small": (768, 512), "large": (1216, 704)}, steps=50, guidance=3.0,
-                  i2v_shares_weights=True, extra={"frame_rate": 24}, min_steps=2),
+                  i2v_shares_weights=True, extra={"frame_rate": 24}, min_steps=2,
+                  v2v_class="LTXConditionPipeline", remix_style="conditions", extend_via="v2v", extend_context=9),
     "cogvideox": Family("cogvideox", "CogVideoXPipeline", "CogVideoXImageToVideoPipeline", fps=8,
                         frame_step=4, max_frames=49, multiple=16,
                         native={"small": (720, 480), "large": (720, 480)}, steps=50, guidance=6.0,
-                        i2v_fixed_size=True),
+                        i2v_fixed_size=True, v2v_class="CogVideoXVideoToVideoPipeline", odd_latents=True),
 }
