@@ -11,7 +11,7 @@ from .. import __version__
 from ..config import Settings
 from ..engines import Engine
 from . import (handlers, openapi, routes_assets, routes_auth, routes_drafts, routes_misc, routes_models,
-               routes_nf, routes_uploads, routes_v1, routes_web)
+               routes_nf, routes_posts, routes_profile, routes_uploads, routes_v1, routes_web)
 from .create import admit
 from .limits import BodyLimits
 from .maintenance import Maintenance
@@ -57,8 +57,9 @@ def create_app(settings: Settings, *, engines: dict[str, Engine] | None = None,
     handlers.install(app)
     openapi.install(app)
     app.add_middleware(BodyLimits, services=services)
+    # routes_web last: a catch-all page route there must not shadow /p/{id} or the API
     for module in (routes_nf, routes_drafts, routes_assets, routes_uploads, routes_misc, routes_auth,
-                   routes_models, routes_v1, routes_web):
+                   routes_models, routes_posts, routes_profile, routes_v1, routes_web):
         app.include_router(module.router)
     return app
 

@@ -18,7 +18,8 @@ from sqlalchemy.exc import IntegrityError
 
 from ..ids import new_id
 from . import webhooks
-from .schema import generations, idempotency_keys, sessions, signin_failures, tasks, tokens, uploads, users
+from .schema import (generations, idempotency_keys, posts, sessions, signin_failures, tasks, tokens, uploads,
+                     users)
 
 ACTIVE = ("preprocessing", "queued", "running", "processing")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -478,6 +479,7 @@ class Store:
             mine = and_(generations.c.id == gen_id, generations.c.user_id == user_id)
             row = _row(conn.execute(select(generations).where(mine)).first())
             if row is not None:
+                conn.execute(delete(posts).where(posts.c.generation_id == gen_id))  # its shares go with it
                 conn.execute(delete(generations).where(mine))
             return row
 
@@ -512,6 +514,7 @@ class Store:
                 return None
             gens = [dict(r._mapping) for r in conn.execute(select(generations).where(
                 generations.c.task_id == task_id))]
+            conn.execute(delete(posts).where(posts.c.generation_id.in_([g["id"] for g in gens])))
             conn.execute(delete(generations).where(generations.c.task_id == task_id))
             conn.execute(delete(idempotency_keys).where(idempotency_keys.c.task_id == task_id))
             conn.execute(delete(tasks).where(mine))
