@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..client import OutageEvent, errors, files
+from ..client import GenerateResult, OutageEvent, SoraClient, errors, files
 from ..client.core import Core
-from ..client.sync import sidecar_data
 from .common import EXIT_INTERRUPTED, client_error_exit, fail
 from .connect import Connection, MaxOutage, connect, print_outages
 
@@ -70,6 +70,13 @@ def _detached(task_id: str | None, conn: Connection) -> None:
     raise typer.Exit(EXIT_INTERRUPTED)
 
 
+Output = Annotated[str, typer.Option("-o", "--output", help="File name template: {task_id} {gen_id} "
+                                      "{prompt_slug} {date} {index}; N videos (variants) are saved as "
+                                      "NAME-1.mp4 ... NAME-N.mp4.")]
+NoWait = Annotated[bool, typer.Option("--no-wait", help="Print the task id and return.")]
+Timeout = Annotated[float | None, typer.Option(help="Give up waiting after SECONDS.")]
+
+
 def generate(prompt: str,
              orientation: Annotated[str, typer.Option(help="portrait, landscape or square.")] = "portrait",
              seconds: Annotated[int | None, typer.Option(help="5, 10, 15, 20 or 25 (default 10).")] = None,
@@ -78,57 +85,72 @@ def generate(prompt: str,
              model: Annotated[str, typer.Option(help="Model id.")] = "sy_8",
              style: Annotated[str | None, typer.Option(help="Style preset (style_id).")] = None,
              seed: Annotated[int | None, typer.Option(help="Seed, for the same video again.")] = None,
-             output: Annotated[str, typer.Option("-o", "--output", help="File name template: {task_id} "
-                                                 "{gen_id} {prompt_slug} {date} {index}.")] = files.DEFAULT_TEMPLATE,
-             no_wait: Annotated[bool, typer.Option("--no-wait", help="Print the task id and return.")] = False,
-             timeout: Annotated[float | None, typer.Option(help="Give up waiting after SECONDS.")] = None,
+             variants: Annotated[int, typer.Option("--variants", min=1, help="Make N videos of the prompt in "
+                                                   "one task (downloaded as NAME-1.mp4 ... NAME-N.mp4).")] = 1,
+             output: Output = files.DEFAULT_TEMPLATE, no_wait: NoWait = False, timeout: Timeout = None,
              server: Server = None, token: Token = None, max_outage: MaxOutage = None,
              as_json: Json = False) -> None:
     """Generate a video from PROMPT and download it."""
+    fields = dict(orientation=orientation, size=size, model=model, style_id=style, seed=seed,
+                  n_frames=frames_for(seconds, frames), variants=variants)
+    run_and_fetch(server, token, max_outage, output, lambda: Core.create_body(prompt, **fields),
+                  lambda client, body: client.create(prompt, **fields), no_wait, timeout, as_json)
+
+
+def run_and_fetch(server: str | None, token: str | None, max_outage: float | None, output: str,
+                  make_body: Callable[[], dict], submit: Callable[[SoraClient, dict], dict], no_wait: bool,
+                  timeout: float | None, as_json: bool) -> None:
+    """What every creating command does: check the template, build the request (bad input: exit
+    2, before anything is sent), connect, submit, then follow and download (or print the task id).
+
+    ``make_body`` builds the body the library will send (for the sidecars); ``submit`` creates
+    the task through the library and returns its answer.
+    """
     try:
         files.check_template(output)  # before anything is created: a typo must not cost a video
-    except files.TemplateError as exc:
+        body = make_body()
+    except (files.TemplateError, ValueError) as exc:
         fail(str(exc), code=2)
-    fields = dict(orientation=orientation, size=size, model=model, style_id=style, seed=seed,
-                  n_frames=frames_for(seconds, frames))
     try:
         with connect(server, token, max_outage=max_outage) as conn:
-            _generate(conn, prompt, fields, output, no_wait, timeout, as_json)
+            follow_and_fetch(conn, lambda client: submit(client, body), body, output, no_wait, timeout, as_json)
     except errors.SoraError as exc:
         client_error_exit(exc)
     except files.TemplateError as exc:
         fail(str(exc), code=2)
 
 
-def _generate(conn: Connection, prompt: str, fields: dict, output: str, no_wait: bool,
-              timeout: float | None, as_json: bool) -> None:
+def follow_and_fetch(conn: Connection, submit: Callable[[SoraClient], dict], body: dict, output: str,
+                     no_wait: bool, timeout: float | None, as_json: bool) -> None:
+    """Submit, follow the task with a progress bar, download every video it made, print them.
+
+    Ctrl-C detaches: the task keeps running and the command says how to pick it up.
+    """
     client, task_id = conn.client, None
     view = ProgressView(Console(stderr=True))
     client.core.on_outage = view.outage  # shown from the create on, bar or no bar
     started = time.time()
     try:
-        task_id = client.create(prompt, **fields)["id"]
+        task_id = submit(client)["id"]
         if no_wait:
             typer.echo(json.dumps({"task_id": task_id}) if as_json else task_id)
             return
         with view.progress:
             task = client.wait(task_id, on_progress=view.update, timeout=timeout)
-            draft = task["generations"][0]
-            path = files.render(output, task_id=task_id, gen_id=draft.get("id"), prompt=prompt)
-            sha = client.download({**draft, "task_id": task_id}, path, on_bytes=view.bytes)
-        _finish(conn, task, draft, path, sha, Core.create_body(prompt, **fields), started, as_json)
+            result = client.download_task(task, output, body=body, started=started, on_bytes=view.bytes)
+        _finish(result, as_json)
     except KeyboardInterrupt:
         _detached(task_id, conn)
 
 
-def _finish(conn, task, draft, path, sha, body, started, as_json) -> None:
-    sidecar = files.write_sidecar(path, sidecar_data(conn.server, task, draft, body, path, sha, started))
+def _finish(result: GenerateResult, as_json: bool) -> None:
+    videos = result.videos
     if as_json:
-        typer.echo(json.dumps({"task_id": task["id"], "generation_id": draft.get("id"), "path": str(path),
-                               "sidecar": str(sidecar), "sha256": sha}))
-    else:
-        typer.echo(f"{path}  ({draft.get('width')}x{draft.get('height')}, sidecar {sidecar.name})")
-        engine = draft.get("engine") or {}
-        if engine.get("placeholder"):
-            typer.echo("note: made by the preview engine, a placeholder that draws the prompt, not a model",
-                       err=True)
+        listed = [{"generation_id": v.draft.get("id"), "path": str(v.path), "sidecar": str(v.sidecar),
+                   "sha256": v.sha256} for v in videos]
+        typer.echo(json.dumps({"task_id": result.task["id"], **listed[0], "videos": listed}))
+        return
+    for v in videos:
+        typer.echo(f"{v.path}  ({v.draft.get('width')}x{v.draft.get('height')}, sidecar {v.sidecar.name})")
+    if any((v.draft.get("engine") or {}).get("placeholder") for v in videos):
+        typer.echo("note: made by the preview engine, a placeholder that draws the prompt, not a model", err=True)

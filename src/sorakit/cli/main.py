@@ -11,11 +11,16 @@ import sys
 
 import typer
 
-from . import batch, generate, login, models, serve, tasks, tokens, users, webhooks
+from . import batch, generate, login, models, operations, serve, tasks, tokens, users, webhooks
 
 app = typer.Typer(help="sorakit: a self-hosted server for the Sora web video API.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 app.command("generate")(generate.generate)
+app.command("remix")(operations.remix)
+app.command("extend")(operations.extend)
+app.command("storyboard")(operations.storyboard)
+app.command("share")(operations.share)
+app.command("unshare")(operations.unshare)
 app.command("status")(tasks.status)
 app.command("list")(tasks.list_drafts)
 app.command("download")(tasks.download)

@@ -8,9 +8,9 @@ from .errors import *  # noqa: F403  (the error classes are part of the client's
 from .errors import redact
 from .outage import OutageEvent
 from .steps import RetryPolicy
-from .sync import GenerateResult, SoraClient
+from .sync import GenerateResult, SoraClient, Video
 
-__all__ = ["AsyncSoraClient", "GenerateResult", "OutageEvent", "RetryPolicy", "SoraClient", "Watch"]
+__all__ = ["AsyncSoraClient", "GenerateResult", "OutageEvent", "RetryPolicy", "SoraClient", "Video", "Watch"]
 
 
 class _RedactLinks(logging.Filter):

@@ -16,11 +16,11 @@ from typing import Any
 import httpx2
 
 from . import errors, files
-from .core import Core, Credentials, Flow, Watch
+from .core import STORYBOARD_PATH, Core, Credentials, Flow, Watch
 from .download import download
 from .outage import OutageEvent
 from .steps import Fetch, Fetched, Reply, RetryPolicy, Send, Sleep
-from .sync import (TIMEOUT, GenerateResult, draft_with_task, fetch_mode, map_transport, parse_body,
+from .sync import (TIMEOUT, GenerateResult, Video, fetch_mode, map_transport, parse_body, plan_downloads,
                    sidecar_data, source_for)
 
 
@@ -161,8 +161,33 @@ class AsyncSoraClient:
         return Fetched(status, got, size)
 
     # -- the API ----------------------------------------------------------------------------
-    async def create(self, prompt: str, *, idempotency_key: str | None = None, **fields: Any) -> dict:
-        return await self._run(self.core.create(Core.create_body(prompt, **fields), idempotency_key))
+    async def create(self, prompt: str, *, idempotency_key: str | None = None, variants: int | None = None,
+                     **fields: Any) -> dict:
+        return await self._run(self.core.create(Core.create_body(prompt, variants=variants, **fields),
+                                                idempotency_key))
+
+    async def remix(self, gen_or_post_id: str, prompt: str, *, strength: float | None = None,
+                    idempotency_key: str | None = None, **create_fields: Any) -> dict:
+        body = Core.remix_body(gen_or_post_id, prompt, strength=strength, **create_fields)
+        return await self._run(self.core.create(body, idempotency_key))
+
+    async def extend(self, gen_id: str, seconds: float, prompt: str = "", *,
+                     idempotency_key: str | None = None) -> dict:
+        return await self._run(self.core.extend(gen_id, seconds, prompt, idempotency_key))
+
+    async def storyboard(self, shots: list, *, instructions: str | None = None,
+                         idempotency_key: str | None = None, **create_fields: Any) -> dict:
+        body = Core.storyboard_body(shots, instructions=instructions, **create_fields)
+        return await self._run(self.core.create(body, idempotency_key, path=STORYBOARD_PATH))
+
+    async def share(self, gen_id: str, text: str = "") -> dict:
+        return await self._run(self.core.share(gen_id, text))
+
+    async def post(self, post_id: str) -> dict:
+        return await self._run(self.core.post(post_id))
+
+    async def unshare(self, post_id: str) -> dict:
+        return await self._run(self.core.unshare(post_id))
 
     async def pending(self) -> list[dict]:
         return await self._run(self.core.pending())
@@ -200,16 +225,28 @@ class AsyncSoraClient:
                        on_bytes: Callable[[int], None] | None = None) -> str:
         return await self._run(download(self.core, source_for(video), Path(dest), on_bytes))
 
+    async def download_task(self, task: dict | str, output: str = files.DEFAULT_TEMPLATE, *, index: int = 0,
+                            body: dict | None = None, started: float | None = None,
+                            on_bytes: Callable[[int], None] | None = None) -> GenerateResult:
+        files.check_template(output)
+        task = (await self.wait(task)) if isinstance(task, str) else task
+        started = time.time() if started is None else started
+        plan = plan_downloads(task, output, (body or {}).get("prompt"), index)
+        videos = []
+        for n, (draft, path) in enumerate(plan, 1):
+            sha = await self.download(draft, path, on_bytes=on_bytes)
+            data = sidecar_data(self.base_url, task, draft, body or {"prompt": task.get("prompt")}, path, sha,
+                                started, variant=n, variants=len(plan))
+            videos.append(Video(draft, path, files.write_sidecar(path, data), sha))
+        return GenerateResult.of(task, videos)
+
     async def generate(self, prompt: str, *, output: str = files.DEFAULT_TEMPLATE, index: int = 0,
                        on_progress: Callable[[dict], None] | None = None, timeout: float | None = None,
-                       on_bytes: Callable[[int], None] | None = None, **fields: Any) -> GenerateResult:
+                       on_bytes: Callable[[int], None] | None = None, variants: int | None = None,
+                       **fields: Any) -> GenerateResult:
         files.check_template(output)  # a typo must not cost a generation
         started = time.time()
-        body = Core.create_body(prompt, **fields)
+        body = Core.create_body(prompt, variants=variants, **fields)
         created = await self._run(self.core.create(body))
         task = await self.wait(created["id"], on_progress=on_progress, timeout=timeout)
-        draft = task["generations"][0]
-        path = files.render(output, task_id=task["id"], gen_id=draft.get("id"), prompt=prompt, index=index)
-        sha = await self.download(draft_with_task(draft, task), path, on_bytes=on_bytes)
-        sidecar = files.write_sidecar(path, sidecar_data(self.base_url, task, draft, body, path, sha, started))
-        return GenerateResult(task, draft, path, sidecar, sha)
+        return await self.download_task(task, output, index=index, body=body, started=started, on_bytes=on_bytes)

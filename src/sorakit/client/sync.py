@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx2
 
 from . import errors, files
-from .core import Core, Credentials, Flow, Watch
+from .core import STORYBOARD_PATH, Core, Credentials, Flow, Watch, video_drafts
 from .download import Source, download, draft_url
 from .outage import OutageEvent
 from .steps import Fetch, Fetched, Reply, RetryPolicy, Send, Sleep
@@ -58,21 +58,73 @@ def fetch_mode(step: Fetch, status: int, headers) -> str | None:
 
 
 @dataclass
-class GenerateResult:
-    task: dict
+class Video:
+    """One downloaded video of a task: its draft, file, sidecar and SHA-256."""
+
     draft: dict
     path: Path
     sidecar: Path
     sha256: str
 
 
+@dataclass
+class GenerateResult:
+    """A finished task and its downloaded video(s). ``draft``, ``path``, ``sidecar`` and
+    ``sha256`` are the first video's; ``videos`` holds every one (N for N variants)."""
+
+    task: dict
+    draft: dict
+    path: Path
+    sidecar: Path
+    sha256: str
+    videos: list[Video] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, task: dict, videos: list[Video]) -> GenerateResult:
+        first = videos[0]
+        return cls(task, first.draft, first.path, first.sidecar, first.sha256, videos)
+
+    @property
+    def paths(self) -> list[Path]:
+        return [v.path for v in self.videos] or [self.path]
+
+
 def sidecar_data(client_base: str, task: dict, draft: dict, body: dict, path: Path, sha: str,
-                 started: float) -> dict[str, Any]:
-    return {"prompt": task.get("prompt") or body.get("prompt"), "parameters": body,
+                 started: float, *, variant: int | None = None, variants: int | None = None) -> dict[str, Any]:
+    data = {"prompt": task.get("prompt") or body.get("prompt"), "parameters": body,
             "task_id": task.get("id"), "generation_id": draft.get("id"), "server": client_base,
-            "width": draft.get("width"), "height": draft.get("height"), "n_frames": task.get("n_frames"),
+            "width": draft.get("width"), "height": draft.get("height"),
+            "n_frames": draft.get("n_frames") or task.get("n_frames"),
             "created_at": task.get("created_at"), "requested_at": started, "downloaded_at": time.time(),
             "file": path.name, "sha256": sha, "engine": draft.get("engine")}
+    if task.get("operation") and task.get("operation") != "generate":
+        data["operation"] = task["operation"]
+    if variants and variants > 1:
+        data.update(variant=variant, n_variants=variants)
+    return data
+
+
+def variant_path(path: Path, number: int, count: int) -> Path:
+    """``name.mp4`` for a task's only video; ``name-1.mp4`` ... ``name-N.mp4`` for N of them."""
+    return path if count <= 1 else path.with_name(f"{path.stem}-{number}{path.suffix}")
+
+
+def finished_videos(task: dict) -> list[dict]:
+    """The drafts of a finished task to download (every video, not only the first)."""
+    videos = video_drafts(task)
+    if not videos:
+        raise errors.DownloadError(f"task {task.get('id')} has no video to download")
+    return videos
+
+
+def plan_downloads(task: dict, output: str, prompt: str | None, index: int) -> list[tuple[dict, Path]]:
+    """Each video draft of ``task`` with the file it goes to (the template rendered per draft)."""
+    videos = finished_videos(task)
+    prompt = prompt if prompt is not None else task.get("prompt") or ""
+    return [(draft_with_task(d, task),
+             variant_path(files.render(output, task_id=task["id"], gen_id=d.get("id"), prompt=prompt,
+                                       index=index), n, len(videos)))
+            for n, d in enumerate(videos, 1)]
 
 
 class SoraClient:
@@ -163,9 +215,48 @@ class SoraClient:
         return Fetched(status, got, size)
 
     # -- the API ----------------------------------------------------------------------------
-    def create(self, prompt: str, *, idempotency_key: str | None = None, **fields: Any) -> dict:
-        """``POST /backend/nf/create`` with every web field (keywords) plus any extras."""
-        return self._run(self.core.create(Core.create_body(prompt, **fields), idempotency_key))
+    def create(self, prompt: str, *, idempotency_key: str | None = None, variants: int | None = None,
+               **fields: Any) -> dict:
+        """``POST /backend/nf/create`` with every web field (keywords) plus any extras.
+
+        ``variants=N`` (N > 1): one task making N videos of the prompt (``nsamples``, sent to
+        ``bulk_create`` as the web page did); ``download_task`` fetches them all.
+        """
+        return self._run(self.core.create(Core.create_body(prompt, variants=variants, **fields), idempotency_key))
+
+    def remix(self, gen_or_post_id: str, prompt: str, *, strength: float | None = None,
+              idempotency_key: str | None = None, **create_fields: Any) -> dict:
+        """A new video from a draft (``gen_...``) or post (``s_...``) and a new prompt.
+
+        ``strength`` 0..1 (a sorakit extension): how far it may move from the source. Returns
+        what ``create`` returns: follow it with ``wait`` and fetch it with ``download_task``.
+        """
+        body = Core.remix_body(gen_or_post_id, prompt, strength=strength, **create_fields)
+        return self._run(self.core.create(body, idempotency_key))
+
+    def extend(self, gen_id: str, seconds: float, prompt: str = "", *,
+               idempotency_key: str | None = None) -> dict:
+        """``seconds`` more of draft ``gen_id`` (``prompt``: what happens next; empty: more of the
+        same). The task's one draft is the source and its extension as one longer video."""
+        return self._run(self.core.extend(gen_id, seconds, prompt, idempotency_key))
+
+    def storyboard(self, shots: list, *, instructions: str | None = None, idempotency_key: str | None = None,
+                   **create_fields: Any) -> dict:
+        """One video made of shots in order: ``shots`` are ``(prompt, seconds)`` pairs or dicts
+        (``{"prompt", "seconds"}``). Raises ValueError for a bad shot before anything is sent."""
+        body = Core.storyboard_body(shots, instructions=instructions, **create_fields)
+        return self._run(self.core.create(body, idempotency_key, path=STORYBOARD_PATH))
+
+    def share(self, gen_id: str, text: str = "") -> dict:
+        """Publish a draft; returns the post (``id`` ``s_...``, ``permalink``: a public URL)."""
+        return self._run(self.core.share(gen_id, text))
+
+    def post(self, post_id: str) -> dict:
+        return self._run(self.core.post(post_id))
+
+    def unshare(self, post_id: str) -> dict:
+        """Delete a post: its permalink stops working (the draft stays)."""
+        return self._run(self.core.unshare(post_id))
 
     def pending(self) -> list[dict]:
         return self._run(self.core.pending())
@@ -216,19 +307,34 @@ class SoraClient:
         """Download a draft (dict), or the video of a task or draft id; returns its SHA-256."""
         return self._run(download(self.core, source_for(video), Path(dest), on_bytes))
 
+    def download_task(self, task: dict | str, output: str = files.DEFAULT_TEMPLATE, *, index: int = 0,
+                      body: dict | None = None, started: float | None = None,
+                      on_bytes: Callable[[int], None] | None = None) -> GenerateResult:
+        """Download every video of a finished task (a dict, or its id: then waited for) with
+        sidecars. One video goes to the rendered ``output``; N of them (variants) to
+        ``<name>-1.mp4`` ... ``<name>-N.mp4``."""
+        files.check_template(output)
+        task = self.wait(task) if isinstance(task, str) else task
+        started = time.time() if started is None else started
+        plan = plan_downloads(task, output, (body or {}).get("prompt"), index)
+        videos = []
+        for n, (draft, path) in enumerate(plan, 1):
+            sha = self.download(draft, path, on_bytes=on_bytes)
+            data = sidecar_data(self.base_url, task, draft, body or {"prompt": task.get("prompt")}, path, sha,
+                                started, variant=n, variants=len(plan))
+            videos.append(Video(draft, path, files.write_sidecar(path, data), sha))
+        return GenerateResult.of(task, videos)
+
     def generate(self, prompt: str, *, output: str = files.DEFAULT_TEMPLATE, index: int = 0,
                  on_progress: Callable[[dict], None] | None = None, timeout: float | None = None,
-                 on_bytes: Callable[[int], None] | None = None, **fields: Any) -> GenerateResult:
-        """create + wait + download + sidecar."""
+                 on_bytes: Callable[[int], None] | None = None, variants: int | None = None,
+                 **fields: Any) -> GenerateResult:
+        """create + wait + download + sidecar (``variants=N``: N videos, see ``download_task``)."""
         files.check_template(output)  # a typo must not cost a generation
         started = time.time()
-        body = Core.create_body(prompt, **fields)
+        body = Core.create_body(prompt, variants=variants, **fields)
         task = self.wait(self._run(self.core.create(body))["id"], on_progress=on_progress, timeout=timeout)
-        draft = task["generations"][0]
-        path = files.render(output, task_id=task["id"], gen_id=draft.get("id"), prompt=prompt, index=index)
-        sha = self.download(draft_with_task(draft, task), path, on_bytes=on_bytes)
-        sidecar = files.write_sidecar(path, sidecar_data(self.base_url, task, draft, body, path, sha, started))
-        return GenerateResult(task, draft, path, sidecar, sha)
+        return self.download_task(task, output, index=index, body=body, started=started, on_bytes=on_bytes)
 
 
 def draft_with_task(draft: dict, task: dict) -> dict:
