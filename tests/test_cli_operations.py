@@ -155,3 +155,12 @@ def test_unknown_sources_give_a_clear_message_and_a_failing_exit(env, tmp_path):
     bad = sorakit(["remix", "gen_x", "p", "--strength", "2"], env, tmp_path, check=False)
     assert bad.returncode == 2
     assert not list(tmp_path.glob("*.mp4"))
+
+
+def test_download_of_a_variations_task_fetches_every_video(env, tmp_path):
+    task_id = json.loads(sorakit(["generate", "four kites", "--frames", "10", "--variants", "2", "--no-wait",
+                                  "--json"], env, tmp_path).stdout)["task_id"]
+    out = sorakit(["download", task_id, "-o", "later.mp4"], env, tmp_path).stdout.split()
+    assert out == ["later-1.mp4", "later-2.mp4"]
+    assert sha(tmp_path / "later-1.mp4") != sha(tmp_path / "later-2.mp4")
+    assert all(probe(tmp_path / name).n_frames == 10 for name in out)

@@ -99,6 +99,9 @@ def _download(conn, target: str, output: str, wait: bool, as_json: bool) -> None
     client.core.on_outage = view.outage
     with view.progress:
         task = client.wait(target, on_progress=view.update) if wait and not is_gen else None
+        if task is not None and len(_videos(task)) > 1:  # variations: every video of the task
+            result = client.download_task(task, output, on_bytes=view.bytes)
+            return _print_many(result, as_json)
         draft = client._run(find_draft(client.core, None if is_gen else target, target if is_gen else None))
         if not draft or not (draft.get("url") or draft.get("downloadable_url")):
             fail(f"no downloadable video for {target}")
@@ -112,6 +115,19 @@ def _download(conn, target: str, output: str, wait: bool, as_json: bool) -> None
         _echo_json({"path": str(path), "sidecar": str(sidecar), "sha256": sha, "generation_id": draft.get("id")})
     else:
         typer.echo(str(path))
+
+
+def _print_many(result, as_json: bool) -> None:
+    if as_json:
+        _echo_json({"paths": [str(v.path) for v in result.videos], "sha256": [v.sha256 for v in result.videos],
+                    "generation_ids": [v.draft.get("id") for v in result.videos]})
+    else:
+        for video in result.videos:
+            typer.echo(str(video.path))
+
+
+def _videos(task: dict) -> list[dict]:
+    return [g for g in task.get("generations") or [] if g.get("kind", "sora_draft") == "sora_draft"]
 
 
 def cancel(task_id: str, server: Server = None, token: Token = None, as_json: Json = False) -> None:
