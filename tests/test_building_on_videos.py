@@ -284,3 +284,17 @@ def test_frames_are_resized_without_distortion():
     frame[:, 50:150] = 255  # a centred white square band
     out = resize(frame, 100, 100)
     assert out.shape == (100, 100, 3) and out.mean() > 250
+
+
+def test_a_source_deleted_before_its_remix_runs_fails_the_remix_cleanly(make_api):
+    api = make_api(default_concurrency=5, preview_pace=0.5)
+    source = _source(api, n_frames=5)
+    blocker = api.create(prompt="runs first", n_frames=5).json()["id"]  # the one worker is busy with it
+    remix = api.create(prompt="too late", remix_target_id=source["id"]).json()["id"]
+    r = api.client.delete(f"/backend/project_y/profile/drafts/{source['id']}", headers=api.alice)
+    assert r.status_code == 200
+    assert api.wait(blocker)["status"] == "succeeded"
+    task = api.wait(remix)
+    assert task["status"] == "failed" and "deleted" in task["failure_reason"]
+    assert task["generations"][0]["error_reason"] == "source_missing"
+    assert not list((api.settings.media_dir / "tmp").glob("*"))

@@ -203,3 +203,39 @@ def test_sy_8_can_map_to_a_configured_model(make_api, weights):
     api = make_api(default_engine="tiny", models={"tiny": {"family": "ltx", "path": str(weights["ltx"]), **TINY}})
     task = api.wait(api.create(model="sy_8", n_frames=30).json()["id"], timeout=120)
     assert task["status"] == "succeeded" and task["generations"][0]["engine"]["family"] == "ltx"
+
+
+@pytest.mark.parametrize("family,remix_class,extend_class", [
+    ("wan", "WanVideoToVideoPipeline", "WanImageToVideoPipeline"),
+    ("ltx", "LTXConditionPipeline", "LTXConditionPipeline"),
+])
+def test_remix_and_extend_run_through_the_api(server, family, remix_class, extend_class, tmp_path):
+    """The worker hands the engine the source video; the draft records the pipeline that made it."""
+    source = server.wait(server.create(model=f"tiny-{family}", n_frames=30, orientation="landscape").json()["id"],
+                         timeout=120)
+    assert source["status"] == "succeeded", source["failure_reason"]
+    gen = source["generations"][0]
+    remix = server.wait(server.create(prompt="again, in blue", remix_target_id=gen["id"]).json()["id"], timeout=120)
+    assert remix["status"] == "succeeded", remix["failure_reason"]
+    made = remix["generations"][0]
+    assert made["engine"]["pipeline"] == remix_class and made["generation_type"] == "remix"
+    assert (made["width"], made["height"]) == (gen["width"], gen["height"])
+    r = server.client.post(f"/backend/project_y/profile/drafts/{gen['id']}/long_video_extension",
+                           json={"user_prompt": "and on", "extension_duration_s": 0.25}, headers=server.alice)
+    ext = server.wait(r.json()["id"], timeout=120)
+    assert ext["status"] == "succeeded", ext["failure_reason"]
+    longer = ext["generations"][0]
+    assert longer["engine"]["pipeline"] == extend_class
+    info = probe(_video(server, ext, tmp_path))
+    fps = ADAPTERS[family].fps
+    assert info.n_frames == gen["n_frames"] + round(0.25 * fps) and round(info.fps) == fps
+    source_frames = list(decode_frames(_video(server, source, tmp_path)))
+    joined = list(decode_frames(_video(server, ext, tmp_path)))
+    # re-encoded, the source's frames come first (random-weight frames are noise: x264 moves them more
+    # than it moves smooth pictures, so "equal" is judged against how far apart unrelated frames are)
+    def diff(a, b):
+        return np.abs(a.astype(int) - b.astype(int)).mean()
+
+    same = max(diff(a, b) for a, b in zip(source_frames, joined))
+    unrelated = float(np.mean([diff(a, joined[-1]) for a in source_frames]))
+    assert same < unrelated / 2, (same, unrelated)

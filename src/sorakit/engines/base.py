@@ -145,6 +145,6 @@ class Engine(ABC):
     def frames(self, job: RenderJob, ctx: RenderContext) -> Iterator[np.ndarray]:
         """Yield exactly ``job.n_frames`` frames, each ``(height, width, 3)`` uint8 RGB."""
 
-    def describe(self) -> dict[str, Any]:
-        """Metadata recorded with every draft this engine makes."""
+    def describe(self, operation: str | None = None) -> dict[str, Any]:
+        """Metadata recorded with every draft this engine makes (``operation``: the one it did)."""
         return {"name": self.name, "placeholder": self.placeholder}

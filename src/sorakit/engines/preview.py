@@ -90,7 +90,7 @@ class PreviewEngine(Engine):
             return lambda i: (last, max(1.0 - (i + 1) / ramp, 0.0))
         return None
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self, operation: str | None = None) -> dict[str, Any]:
         return {"name": self.name, "placeholder": self.placeholder, "note": NOTE}
 
 

@@ -176,7 +176,7 @@ class Run:
             raise EngineError(f"The engine {self.task['engine']!r} is not available on this server.",
                               code="engine_unavailable")
         operation = self.task.get("operation") or "generate"
-        reason = engine.unsupported({"storyboard": "generate"}.get(operation, operation))
+        reason = engine.unsupported(self._engine_operation())
         if reason:
             raise EngineError(f"This task cannot run here: {reason}.", code="operation_unsupported")
         ctx = TaskContext(self.services, self.claim, self.heartbeat, engine.progress_share)
@@ -189,6 +189,16 @@ class Run:
             # made now from tiles kept while encoding, so nobody decodes the MP4 again for it
             write_spritesheet(result.tiles, folder / "spritesheet.jpg")
         self._publish(engine, made)
+
+    def _engine_operation(self) -> str:
+        """What the engine is asked to do, as it declares it (``Engine.operations``)."""
+        t = self.task
+        operation = t.get("operation") or "generate"
+        if operation in ("remix", "extend"):
+            return operation
+        image = any(i.get("kind") == "upload" for i in t["inpaint_items"] or [])
+        continuity = operation == "storyboard" and (t.get("inputs") or {}).get("continuity")
+        return "image" if image or continuity else "generate"
 
     def _encode(self, frames, index: int, ctx: TaskContext):
         t = self.task
@@ -296,7 +306,8 @@ class Run:
                 os.replace(folder / name, final / name)
             files = {column: f"{gen_id}/{name}" for name, column in OUTPUTS.items()}
             variant = {"variant": i, "n_variants": n} if n > 1 else {}
-            row = self._generation(gen_id, "sora_draft", engine=engine.describe(), n_frames=result.n_frames,
+            row = self._generation(gen_id, "sora_draft", engine=engine.describe(self._engine_operation()),
+                                   n_frames=result.n_frames,
                                    video_bytes=(final / "video.mp4").stat().st_size, **files, **variant)
             # variations in order: the first made is the first listed among the task's drafts
             row["created_at"] += i * 1e-3
