@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import requests
-from conftest import assert_error
+from conftest import Api, assert_error
 from PIL import Image
 from serverproc import ServerProcess
 
@@ -32,7 +32,7 @@ def _finished(api, task_id: str) -> dict:
 
 
 def _source(api, **body) -> dict:
-    body = {"prompt": "a red lighthouse on a cliff", "n_frames": 30, "orientation": "landscape", **body}
+    body = {"prompt": "a red lighthouse on a cliff", "n_frames": 30, "orientation": "landscape", "seed": 1, **body}
     return _finished(api, api.create(**body).json()["id"])["generations"][0]
 
 
@@ -48,7 +48,7 @@ def _post(api, path: str, body: dict, headers=None):
 def test_a_remix_is_a_new_video_visibly_made_from_its_source(make_api):
     api = make_api(default_concurrency=5)
     source = _source(api)
-    r = api.create(prompt="the same lighthouse at night, snowing", remix_target_id=source["id"])
+    r = api.create(prompt="the same lighthouse at night, snowing", remix_target_id=source["id"], seed=3)
     assert r.status_code == 200 and r.json()["operation"] == "remix"
     task = _finished(api, r.json()["id"])
     assert task["operation"] == "remix" and len(task["generations"]) == 1
@@ -58,7 +58,7 @@ def test_a_remix_is_a_new_video_visibly_made_from_its_source(make_api):
     assert remix["remix_target_post"] is None
     # the source's own shape and length carry over when the remix names none
     assert (remix["width"], remix["height"], remix["n_frames"]) == (source["width"], source["height"], 30)
-    plain = _finished(api, api.create(prompt="the same lighthouse at night, snowing", n_frames=30,
+    plain = _finished(api, api.create(prompt="the same lighthouse at night, snowing", n_frames=30, seed=3,
                                       orientation="landscape").json()["id"])["generations"][0]
     _, src = _video(api, source)
     _, mixed = _video(api, remix)
@@ -298,3 +298,119 @@ def test_a_source_deleted_before_its_remix_runs_fails_the_remix_cleanly(make_api
     assert task["status"] == "failed" and "deleted" in task["failure_reason"]
     assert task["generations"][0]["error_reason"] == "source_missing"
     assert not list((api.settings.media_dir / "tmp").glob("*"))
+
+
+def test_migrating_from_0006_keeps_old_tasks_and_drafts_working(make_api):
+    """A database from before 0007: its tasks have no operation columns and no posts table."""
+    from sqlalchemy import inspect
+
+    from sorakit.store.db import sqlite_engine
+    from sorakit.store.migrations import migrate
+
+    api = make_api(default_concurrency=5)
+    old = _source(api)
+    db = api.settings.data_dir / "sorakit.db"
+    api.close()
+    engine = sqlite_engine(db)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE posts")
+        for column in ("operation", "inputs", "n_variants"):
+            conn.exec_driver_sql(f"ALTER TABLE tasks DROP COLUMN {column}")
+        conn.exec_driver_sql("DELETE FROM schema_migrations WHERE name >= '0007'")
+    assert migrate(engine) == ["0007_operations_and_posts"]
+    assert "posts" in inspect(engine).get_table_names()
+    api = Api(db.parent, 1, None, default_concurrency=5)
+    try:
+        task = api.task(old["task_id"])
+        assert task["operation"] == "generate" and task["n_variants"] == 1
+        r = api.create(prompt="built on an old draft", remix_target_id=old["id"])
+        assert _finished(api, r.json()["id"])["generations"][0]["source_generation_id"] == old["id"]
+    finally:
+        api.close()
+
+
+class ShortClips(PreviewEngine):
+    """A preview engine whose model makes at most 1 s at a time (like a diffusers family's cap)."""
+
+    name = "short"
+
+    def plan(self, orientation, size, n_frames, image=False):
+        return super().plan(orientation, size, min(n_frames, 30), image)
+
+
+def test_extensions_stay_within_what_the_engine_and_the_server_make(make_api):
+    api = make_api(default_concurrency=5, max_frames=90,
+                   engines={"preview": PreviewEngine(), "short": ShortClips()})
+    source = _source(api, model="short")
+    path = f"/backend/project_y/profile/drafts/{source['id']}/long_video_extension"
+    err = assert_error(_post(api, path, {"extension_duration_s": 1.5}), 400, "invalid_request",
+                       "extension_duration_s")
+    assert "at most 1 s at a time" in err["message"]
+    # chained extensions end at max_frames (3 s here): 1 s + 1 s + 1 s, then no more
+    current = source
+    for _ in range(2):
+        task = _finished(api, _post(api, f"/backend/project_y/profile/drafts/{current['id']}/long_video_extension",
+                                    {"extension_duration_s": 1}).json()["id"])
+        current = task["generations"][0]
+    assert current["n_frames"] == 90
+    err = assert_error(_post(api, f"/backend/project_y/profile/drafts/{current['id']}/long_video_extension",
+                             {"extension_duration_s": 1}), 400, "invalid_request", "extension_duration_s")
+    assert "cannot be extended" in err["message"]
+
+
+def test_an_idempotency_key_names_one_extension_of_one_draft(make_api):
+    api = make_api(default_concurrency=5)
+    first, second = _source(api), _source(api, prompt="another")
+    key = {**api.alice, "Idempotency-Key": "ext-1"}
+    body = {"user_prompt": "on", "extension_duration_s": 0.5}
+    one = api.client.post(f"/backend/project_y/profile/drafts/{first['id']}/long_video_extension", json=body,
+                          headers=key)
+    again = api.client.post(f"/backend/project_y/profile/drafts/{first['id']}/long_video_extension", json=body,
+                            headers=key)
+    assert one.status_code == again.status_code == 200 and one.json()["id"] == again.json()["id"]
+    other = api.client.post(f"/backend/project_y/profile/drafts/{second['id']}/long_video_extension", json=body,
+                            headers=key)
+    assert_error(other, 409, "idempotency_key_conflict")
+
+
+def test_variations_beyond_the_daily_limit_are_a_400_not_a_wait(make_api):
+    api = make_api(default_concurrency=5, default_daily_limit=3, max_variants=4)
+    err = assert_error(api.create(prompt="x", nsamples=4), 400, "invalid_request", "nsamples")
+    assert "limit is 3 a day" in err["message"]
+
+
+def test_a_shared_post_shows_others_only_its_picture_with_short_links(make_api):
+    import time as clock
+    from urllib.parse import parse_qs, urlparse
+
+    api = make_api(default_concurrency=5)
+    gen = _source(api)
+    post = _post(api, "/backend/project_y/post", {"attachments_to_create": [{"generation_id": gen["id"],
+                                                                             "kind": "sora"}],
+                                                   "post_text": "mine"}).json()["post"]
+    seen = api.client.get(f"/backend/project_y/post/{post['id']}", headers=api.bob).json()["post"]
+    public = seen["attachments"][0]
+    assert not {"prompt", "task_id", "creation_config", "engine"} & set(public)
+    from datetime import datetime
+
+    expiry = datetime.fromisoformat(parse_qs(urlparse(public["url"]).query)["se"][0].replace("Z", "+00:00"))
+    assert expiry.timestamp() <= clock.time() + 3600 + 5
+    assert api.client.get(public["url"]).status_code == 200
+    own = api.client.get(f"/backend/project_y/post/{post['id']}", headers=api.alice).json()["post"]
+    assert own["attachments"][0]["prompt"] == "a red lighthouse on a cliff"
+
+
+def test_an_uploaded_video_is_not_an_image(make_api, tmp_path):
+    from sorakit.media.encode import encode_mp4
+
+    api = make_api(default_concurrency=5)
+    clip = tmp_path / "c.mp4"
+    encode_mp4([np.zeros((64, 64, 3), np.uint8)] * 5, clip, width=64, height=64, fps=5)
+    upload = api.services.store  # a video upload, as /v1/videos/edits keeps it
+    from starlette.datastructures import UploadFile
+
+    from sorakit.server.uploads import save_video
+    with clip.open("rb") as f:
+        row = save_video(api.services, upload.user_by_name("alice")["id"], UploadFile(f, filename="c.mp4"))
+    r = api.create(prompt="x", inpaint_items=[{"kind": "upload", "upload_id": row["id"]}])
+    assert "video" in assert_error(r, 400, "invalid_request", "inpaint_items")["message"]

@@ -359,8 +359,7 @@ def test_migrating_from_0005_adds_sessions_and_keeps_users(tmp_path):
         for column in ("password_hash", "disabled_at", "email"):
             conn.exec_driver_sql(f"ALTER TABLE users DROP COLUMN {column}")
         conn.exec_driver_sql("DELETE FROM schema_migrations WHERE name > '0005_webhooks'")
-    assert MIGRATIONS[-1][0] == "0006_sessions"
-    assert migrate(engine) == ["0006_sessions"]
+    assert migrate(engine) == [name for name, _ in MIGRATIONS if name > "0005_webhooks"]
     assert {"sessions", "signin_failures"} <= set(inspect(engine).get_table_names())
     kept = store.user_by_name("ada")
     assert kept["id"] == user["id"] and kept["password_hash"] is None and kept["disabled_at"] is None

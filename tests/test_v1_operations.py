@@ -107,3 +107,17 @@ def test_an_sdk_retry_of_a_remix_makes_one_video(server):
     assert again.id == first.id
     other = client.videos.remix(source.id, prompt="a lantern at dawn")  # a new call: a new video
     assert other.id != first.id
+
+
+def test_edits_take_clips_as_large_as_uploads_and_refuse_both_forms(server, tmp_path):
+    client = server.sdk(server.key("big-clips"))
+    clip = tmp_path / "noisy.mp4"
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 255, (360, 640, 3), dtype=np.uint8) for _ in range(20)]
+    encode_mp4(frames, clip, width=640, height=360, fps=10)
+    assert clip.stat().st_size > 512 * 1024  # past the 256 KB a JSON body may have
+    edited = _done(client, client.videos.edit(prompt="calmer", video=clip.read_bytes()))
+    assert edited.size == "1280x720" and edited.seconds == "2"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.videos.edit(prompt="x", video=clip.read_bytes(), extra_body={"video[id]": edited.id})
+    assert caught.value.body["param"] == "video"

@@ -20,7 +20,7 @@ from .common import client_error_exit, fail
 from .connect import QUICK_OUTAGE, MaxOutage, QuickMaxOutage, connect, print_outages
 from .generate import Json, NoWait, Output, Server, Timeout, Token, run_and_fetch
 
-STORYBOARD_HELP = """Make one video from the shots in FILE, in order, and download it.
+STORYBOARD_HELP = r"""Make one video from the shots in FILE, in order, and download it.
 
 FILE is a text file, one shot a line: SECONDS, a colon, the prompt. The "s" is optional; blank lines and lines starting with # are skipped:
 

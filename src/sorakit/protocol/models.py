@@ -75,3 +75,10 @@ class ExtensionRequest(BaseModel):
     extension_duration_s: float = Field(10.0, gt=0)
     enable_rewrite: bool | None = None
     model: str | None = Field(None, max_length=NAME)
+
+    @field_validator("extension_duration_s", mode="before")
+    @classmethod
+    def _not_bool(cls, value):
+        if isinstance(value, bool):
+            raise ValueError("must be a number of seconds, not true/false")
+        return value

@@ -61,6 +61,9 @@ def _image_items(services: Services, items: list[dict] | None, user_id: str, eng
         raise errors.invalid_request("inpaint_items takes one item of kind 'upload' (an image posted to "
                                      "/backend/uploads); other kinds are not supported.", "inpaint_items")
     upload = services.store.upload(str(items[0].get("upload_id")), user_id)
+    if upload is not None and not upload["mime"].startswith("image/"):
+        raise errors.invalid_request("inpaint_items names an uploaded video; image-to-video starts from an "
+                                     "image.", "inpaint_items")
     if upload is None:
         raise errors.invalid_request("inpaint_items names an upload that does not exist.", "inpaint_items")
     if not engine.supports_image:

@@ -24,7 +24,7 @@ from .handlers import respond
 from .services import Services
 
 PROTECTED_PREFIXES = ("/backend/", "/v1/")
-UPLOAD_ROUTES = {("POST", "/backend/uploads"), ("POST", "/v1/videos")}
+UPLOAD_ROUTES = {("POST", "/backend/uploads"), ("POST", "/v1/videos"), ("POST", "/v1/videos/edits")}
 MULTIPART_ROOM = 64 * 1024  # boundaries, part headers and small form fields around the file
 USER_SCOPE_KEY = "sorakit.user"  # its own scope key: scope["state"] may be shared by a server
 

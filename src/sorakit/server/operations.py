@@ -124,9 +124,9 @@ def remix_row(services: Services, user: dict, req, raw: dict, target: str) -> di
     check_operation(engine_name, engine, model, "remix", "remix_target_id")
     orientation = req.orientation or src["orientation"]
     size = req.size or src["size"]
-    n_frames = req.n_frames or round((gen["n_frames"] or 1) / src["fps"] * 30)
+    n_frames = req.n_frames or min(round((gen["n_frames"] or 1) / src["fps"] * 30), services.settings.max_frames)
     create.check_choices(services, orientation, size, n_frames)
-    plan = engine.plan(orientation, size, min(n_frames, services.settings.max_frames))
+    plan = engine.plan(orientation, size, n_frames)
     row = create.task_row(services, user["id"], prompt=prompt, model=model, engine=engine_name, plan=plan,
                           orientation=orientation, size=size, items=[], request=raw, title=req.title,
                           style_id=req.style_id, seed=req.seed)
@@ -143,16 +143,31 @@ def extension_row(services: Services, user: dict, gen_id: str, prompt: str | Non
     """Continue a draft by ``seconds``; the draft it makes is the source plus the extension."""
     gen, _ = source_of(services, user, gen_id, param_source, posts_allowed=False)
     src = source_settings(gen)
-    most = services.settings.max_frames / 30
+    fps, source_frames = src["fps"], gen["n_frames"]
+    # the whole video stays within max_frames (at 30 fps), so extensions cannot chain past it
+    most = round(services.settings.max_frames / 30 - source_frames / fps, 2)
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds <= most:
+        if most <= 0:
+            raise errors.invalid_request(f"This draft already lasts {source_frames / fps:g} s, the longest a "
+                                         f"video may be here ({services.settings.max_frames / 30:g} s); it "
+                                         "cannot be extended.", param_seconds)
         raise errors.invalid_request(f"{param_seconds} must be a number of seconds above 0 and at most "
-                                     f"{most:g}.", param_seconds)
+                                     f"{most:g} (a video lasts at most {services.settings.max_frames / 30:g} s "
+                                     "here).", param_seconds)
     text = (prompt or "").strip() or src["prompt"]
     text = create.check_prompt(text, services.settings.max_prompt_chars)
     model, engine_name, engine = source_model(services, model, src)
     check_operation(engine_name, engine, model, "extend", param_source)
-    engine_plan = engine.plan(src["orientation"], src["size"], max(round(seconds * 30), 1))
-    fps, source_frames = src["fps"], gen["n_frames"]
+    engine_plan = engine.plan(src["orientation"], src["size"], max(round(seconds * 30), 1), image=True)
+    longest = engine_plan.n_frames / engine_plan.fps
+    if seconds > longest + 0.05:
+        raise errors.invalid_request(f"Model {create.show(model)} continues a video by at most {longest:g} s "
+                                     "at a time; extend in several steps.", param_seconds)
+    if _shape(engine_plan) != _shape(gen):
+        raise errors.invalid_request(f"Model {create.show(model)} extends only {_shape(engine_plan)} "
+                                     f"videos (its image-to-video model makes {engine_plan.width}x"
+                                     f"{engine_plan.height}); this draft is {gen['width']}x{gen['height']}.",
+                                     param_source)
     extension_frames = max(round(seconds * fps), 1)
     plan = Plan(gen["width"], gen["height"], source_frames + extension_frames, fps)
     row = create.task_row(services, user["id"], prompt=text, model=model, engine=engine_name, plan=plan,
@@ -231,6 +246,11 @@ def _shot_from_json(shot: Any, index: int) -> dict:
     return {"prompt": prompt, "seconds": float(seconds)}
 
 
+def _shape(thing) -> str:
+    width, height = (thing["width"], thing["height"]) if isinstance(thing, dict) else (thing.width, thing.height)
+    return "portrait" if height > width else "landscape" if width > height else "square"
+
+
 def timeline_text(shots: list[dict], instructions: str | None) -> str:
     """A storyboard as the web app wrote it: the task's prompt, and what moderation reads."""
     blocks = [f"Shot {i + 1}:\nduration: {s['seconds']:g}sec\nScene: {s['prompt']}" for i, s in enumerate(shots)]
@@ -261,12 +281,20 @@ def storyboard_row(services: Services, user: dict, req, raw: dict) -> dict:
     continuity = bool(raw.get("continuity"))
     if continuity:
         check_operation(engine_name, engine, model, "image", "continuity")
-    plans = [engine.plan(orientation, size, max(round(shot["seconds"] * 30), 1)) for shot in shots]
+    plans = [engine.plan(orientation, size, max(round(shot["seconds"] * 30), 1), image=continuity) for shot in shots]
+    if continuity and _shape(plans[0]) != _shape(engine.plan(orientation, size, 30)):
+        raise errors.invalid_request(f"Model {create.show(model)} cannot keep continuity in {orientation} "
+                                     f"shots (its image-to-video model makes {plans[0].width}x{plans[0].height} "
+                                     "only); drop continuity or change orientation.", "continuity")
     for shot, plan in zip(shots, plans):
         shot["n_frames"] = plan.n_frames
     first = plans[0]
     plan = Plan(first.width, first.height, sum(p.n_frames for p in plans), first.fps)
-    row = create.task_row(services, user["id"], prompt=timeline_text(shots, instructions), model=model,
+    timeline = timeline_text(shots, instructions)
+    if len(timeline) > s.max_prompt_chars:
+        raise errors.invalid_request(f"The storyboard's shots and instructions are {len(timeline)} characters "
+                                     f"together; the limit is {s.max_prompt_chars}.", "shots")
+    row = create.task_row(services, user["id"], prompt=timeline, model=model,
                           engine=engine_name, plan=plan, orientation=orientation, size=size, items=[],
                           request=raw, title=req.title, style_id=req.style_id, seed=req.seed)
     row.update(operation="storyboard", n_variants=1,

@@ -59,6 +59,9 @@ class Quota:
         balance = self.balance(user, usage.created_since(self.store.clock() - DAY))
         if balance.remaining == 0:
             raise errors.rate_limit_exhausted(balance.daily_limit, max(balance.resets_in, 1))
+        if cost > balance.daily_limit:
+            raise errors.invalid_request(f"This request makes {cost} videos; your limit is {balance.daily_limit} "
+                                         "a day, so it can never be admitted. Ask for fewer.", "nsamples")
         if cost > balance.remaining:
             raise errors.not_enough_quota(cost, balance.remaining, max(balance.resets_in, 1))
         active = usage.active()

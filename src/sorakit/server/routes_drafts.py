@@ -86,6 +86,7 @@ def long_video_extension(gen_id: str, user: dict = Depends(current_user),
     from .routes_nf import created
 
     body, raw = parsed
+    raw = {**raw, "extend_of": gen_id}  # the key's body names the draft: another draft is another request
     row = operations.extension_row(services, user, gen_id, body.user_prompt, body.extension_duration_s,
                                    raw, model=body.model)
     return created(services, user, create.insert(services, user, row, raw, idempotency_key))

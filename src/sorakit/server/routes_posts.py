@@ -28,7 +28,7 @@ from .bodies import json_body, openapi_body
 from .deps import current_user, get_services, get_shaper
 from .routes_web import content_security_policy
 from .services import Services
-from .shapes import Shaper
+from .shapes import ENCODINGS, Shaper
 
 router = APIRouter(tags=["posts"])
 # Links the public page hands out live an hour (not link_ttl_seconds): once a post is taken down,
@@ -59,13 +59,36 @@ class PostRequest(BaseModel):
     post_text: str | None = Field(None, max_length=TEXT)
 
 
-def post_shape(shaper: Shaper, post: dict, gen: dict, remixes: int) -> dict[str, Any]:
-    """A post as the API answers it: every key, always."""
+def public_attachment(shaper: Shaper, gen: dict) -> dict[str, Any]:
+    """A post's video as anyone but its poster sees it: the picture and its links (as short-lived
+    as the page's), nothing of how it was made or of the task behind it."""
+    ttl = min(PAGE_LINK_TTL, float(shaper.services.settings.link_ttl_seconds))
+
+    def link(name: str, column: str) -> str | None:
+        return shaper.base_url + shaper.services.signer.sign(f"/assets/{gen['id']}/{name}", ttl=ttl) \
+            if gen[column] else None
+
+    video, thumb = link("video.mp4", "video_file"), link("thumbnail.webp", "thumbnail_file")
+    encodings = {name: None for name in ENCODINGS}
+    if video:
+        encodings.update(source={"path": video}, source_wm={"path": video}, md={"path": video})
+    if thumb:
+        encodings["thumbnail"] = {"path": thumb}
+    return {"id": gen["id"], "generation_id": gen["id"], "kind": gen["kind"], "url": video,
+            "downloadable_url": video, "video_url": video, "download_url": video, "thumbnail_url": thumb,
+            "encodings": encodings, "width": gen["width"], "height": gen["height"], "n_frames": gen["n_frames"],
+            "created_at": gen["created_at"]}
+
+
+def post_shape(shaper: Shaper, post: dict, gen: dict, remixes: int, *, own: bool = True) -> dict[str, Any]:
+    """A post as the API answers it: every key, always. Its poster sees the whole draft; anyone
+    else the public attachment only."""
+    attachment = shaper.draft(gen) if own else public_attachment(shaper, gen)
     return {
         "id": post["id"], "permalink": f"{shaper.base_url}/p/{post['id']}",
         "text": post["post_text"], "post_text": post["post_text"],
         "posted_at": post["created_at"], "created_at": post["created_at"],
-        "attachments": [shaper.draft(gen)], "generation_id": gen["id"], "kind": "sora",
+        "attachments": [attachment], "generation_id": gen["id"], "kind": "sora",
         "like_count": 0, "view_count": 0, "remix_count": remixes,
     }
 
@@ -113,7 +136,8 @@ def get_post(post_id: str, user: dict = Depends(current_user), services: Service
     if found is None:
         raise errors.not_found("post")
     post, gen = found
-    return {"post": post_shape(shaper, post, gen, post_store.remix_count(services.store, post_id))}
+    return {"post": post_shape(shaper, post, gen, post_store.remix_count(services.store, post_id),
+                               own=post["user_id"] == user["id"])}
 
 
 @router.delete("/backend/project_y/post/{post_id}")

@@ -11,10 +11,12 @@
 from __future__ import annotations
 
 import secrets
+import threading
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..protocol import errors
 from ..protocol.models import NAME, TEXT
 from . import enhance
 from .bodies import json_body, openapi_body
@@ -24,6 +26,9 @@ from .routes_posts import refuse_term
 from .services import Services
 
 router = APIRouter(tags=["profile"])
+#: enhancer calls at once in this process; past it, 503 with Retry-After (the rest of the API keeps
+#: its threads)
+ENHANCING = threading.BoundedSemaphore(4)
 
 
 def profile(user: dict, services: Services) -> dict:
@@ -84,6 +89,12 @@ def enhance_prompt(user: dict = Depends(current_user),
     ``prompt_enhancer_not_configured`` when there is none."""
     body, _raw = parsed
     refuse_term(services, body.prompt, "The prompt", "prompt")
-    text = enhance.enhance(services.settings, body.prompt, body.expansion_level, body.duration_s)
+    # A slow chat server must not hold every worker thread of the API: a few calls at a time.
+    if not ENHANCING.acquire(blocking=False):
+        raise errors.heavy_load(5)
+    try:
+        text = enhance.enhance(services.settings, body.prompt, body.expansion_level, body.duration_s)
+    finally:
+        ENHANCING.release()
     refuse_term(services, text, "The enhanced prompt the model wrote", "prompt")
     return {"enhanced_prompt": text}

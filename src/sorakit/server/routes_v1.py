@@ -149,6 +149,9 @@ async def edit_video(request: Request, user: dict = Depends(current_user),
     """A new video: `prompt` applied to `video` (`{"id": "video_..."}` or an uploaded file),
     at the source's size and length."""
     body, raw, part = await _operation_body(request, v1.EditBody, services)
+    if part is not None and body.video is not None:
+        part.file.close()
+        raise errors.invalid_request("video is either a file or {\"id\": \"video_...\"}, not both.", "video")
     if part is None and body.video is None:
         raise errors.invalid_request("video must name a completed video ({\"id\": \"video_...\"}) or be "
                                      "a video file.", "video")

@@ -147,6 +147,8 @@ def _inspect_video(path: Path) -> tuple[int, int, int, float]:
             stream = container.streams.video[0]
             width, height = stream.codec_context.width, stream.codec_context.height
             fps = float(stream.average_rate or stream.guessed_rate or 0)
+            if not width or not height:  # a still image read as a one-frame stream
+                raise bad
             if not (0 < width <= MAX_VIDEO_SIDE and 0 < height <= MAX_VIDEO_SIDE) or not 0 < fps <= 240:
                 raise errors.invalid_request(f"The video is {width}x{height} at {fps:g} fps; the limit is "
                                              f"{MAX_VIDEO_SIDE} pixels a side and 240 fps.", "video")

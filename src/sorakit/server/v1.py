@@ -121,6 +121,9 @@ def _reference_upload(services: Services, user: dict, ref: Reference) -> dict:
     """The reference image as an upload row (kept like any upload: quota, retention)."""
     if ref.file_id:
         row = services.store.upload(ref.file_id, user["id"])
+        if row is not None and not row["mime"].startswith("image/"):
+            raise errors.invalid_request("input_reference.file_id names an uploaded video; a reference is "
+                                         "an image.", "input_reference")
         if row is None:
             raise errors.invalid_request("input_reference.file_id names no upload of yours "
                                          "(POST /backend/uploads gives media_... ids).", "input_reference")

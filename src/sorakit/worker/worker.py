@@ -166,9 +166,17 @@ class Run:
             self._failed(exc.reason, exc.code)
         except Exception as exc:
             log.exception("task %s: engine failure", self.task["id"])
-            self._failed(f"The video could not be generated: {type(exc).__name__}: {exc}", "engine_error")
+            self._failed(f"The video could not be generated: {type(exc).__name__}: {self._redact(exc)}",
+                         "engine_error")
         finally:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def _redact(self, exc: Exception) -> str:
+        """The error's text for its user, without the server's own paths."""
+        text = str(exc)
+        for folder in (self.services.settings.data_dir, self.services.settings.media_dir):
+            text = text.replace(str(folder.resolve()), "<data>").replace(str(folder), "<data>")
+        return text[:500]
 
     def _generate(self) -> None:
         engine = self.services.engines.get(self.task["engine"])
