@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from ..config import ConfigError, Settings
-from .base import (OPERATIONS, Cancelled, Engine, EngineError, Plan, PlanRefused, RenderContext,
+from .base import (OPERATIONS, AudioTrack, Cancelled, Engine, EngineError, Plan, PlanRefused, RenderContext,
                    RenderJob)
 
-__all__ = ["OPERATIONS", "Cancelled", "Engine", "EngineError", "Plan", "PlanRefused", "RenderContext", "RenderJob", "build_engines"]
+__all__ = ["OPERATIONS", "AudioTrack", "Cancelled", "Engine", "EngineError", "Plan", "PlanRefused", "RenderContext", "RenderJob", "build_engines"]
 
 
 def build_engines(settings: Settings) -> dict[str, Engine]:

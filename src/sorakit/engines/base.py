@@ -11,6 +11,10 @@ Operations (``RenderJob.operation``), each declared by an engine in :meth:`Engin
 
 Storyboards and variations are the worker's business: several ``generate`` jobs in a row.
 
+Sound (capability ``audio``): when ``job.audio`` is true, an engine that makes sound hands its track
+to ``ctx.audio(track)`` once per job, before its last frame is yielded; the worker muxes it as AAC,
+trimmed or padded with silence to the video's length. Engines without sound never call it.
+
 Engines never touch the store or the file system's final paths: the worker owns the task's
 lifecycle and the encoder owns the MP4. An engine only turns a :class:`RenderJob` into frames,
 reporting progress and honouring cancellation through the :class:`RenderContext` it is handed.
@@ -69,6 +73,8 @@ class RenderJob:
     source: Path | None = None
     #: how far a remix may move from its source, 0..1 (None: the engine's default)
     strength: float | None = None
+    #: whether sound is wanted (engines with the ``audio`` capability then call ``ctx.audio``)
+    audio: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,10 +88,22 @@ class Plan:
 
 
 #: every operation an engine may declare; ``image`` is generate starting from an image
-OPERATIONS = ("generate", "image", "remix", "extend")
+OPERATIONS = ("generate", "image", "remix", "extend", "audio")
 #: how each operation is named in messages
 OPERATION_NAMES = {"generate": "text-to-video", "image": "image-to-video", "remix": "remix (video-to-video)",
-                   "extend": "extension"}
+                   "extend": "extension", "audio": "sound"}
+
+
+@dataclass(frozen=True)
+class AudioTrack:
+    """A job's sound: ``samples`` float32 in [-1, 1], shape ``(channels, n)``, at ``sample_rate`` Hz."""
+
+    samples: np.ndarray
+    sample_rate: int
+
+    @property
+    def seconds(self) -> float:
+        return self.samples.shape[1] / self.sample_rate
 
 
 #: the live service's sizes (small: observed; large: HD), as (width, height)
@@ -101,6 +119,9 @@ class RenderContext(Protocol):
 
     def check_cancel(self) -> None:
         """Raise :class:`Cancelled` when the task was cancelled or its lease lost."""
+
+    def audio(self, track: AudioTrack) -> None:
+        """The job's sound track (engines with the ``audio`` capability, when ``job.audio``)."""
 
 
 class Engine(ABC):
