@@ -13,7 +13,14 @@ function notify(message) {
   $('#notice').textContent = message;
 }
 
-const library = new Library({ notify, onChange: () => refreshQuota() });
+const library = new Library({
+  notify,
+  onChange: () => refreshQuota(),
+  onCreated: (task) => { // a remix or an extension, started on a draft in the Library
+    watch.add(task);
+    refreshQuota();
+  },
+});
 const watch = new Watch({
   onFinished: (task) => {
     library.refreshHead();

@@ -4,16 +4,18 @@ import { api, SignedOut } from './api.js';
 import { $, FIELD_LABELS, h, inWords } from './dom.js';
 
 const FIELD_IDS = { prompt: 'prompt', n_frames: 'duration', size: 'resolution', model: 'model',
-  style_id: 'style', inpaint_items: 'image', file: 'image' };
+  style_id: 'style', inpaint_items: 'image', file: 'image', nsamples: 'variations' };
 
-// An API error in words a person can act on.
-export function explain(error) {
+// An API error in words a person can act on. `labelled`: name the form field a `param` points at
+// (the create form's fields); the small forms on a draft show the server's message as it is.
+export function explain(error, { labelled = true } = {}) {
   const wait = error.retryAfter ? inWords(error.retryAfter) : null;
   if (error.code === 'rate_limit_exhausted') {
     return wait ? `Daily limit reached: more in ${wait}.` : 'Daily limit reached.';
   }
   if (error.status === 503) return `The server is busy: try again${wait ? ` in ${wait}` : ' soon'}.`;
   if (error.code === 'too_many_concurrent_tasks' && wait) return `${error.message} (Try again in ${wait}.)`;
+  if (!labelled) return error.message;
   const label = FIELD_LABELS[error.param] || (error.param && error.param.split(/[.[]/)[0]);
   return label && error.status < 500 ? `${label}: ${error.message}` : error.message;
 }
@@ -101,6 +103,7 @@ export class CreateForm {
       size: data.get('size'),
       model: data.get('model'),
       style_id: data.get('style_id') || null,
+      nsamples: Number(data.get('nsamples')) || 1,
       inpaint_items: [],
     };
   }

@@ -66,4 +66,9 @@ export const orientationName = (value) => TITLES[value] || value || '';
 export const FIELD_LABELS = {
   prompt: 'Prompt', orientation: 'Orientation', n_frames: 'Duration', size: 'Resolution',
   model: 'Model', style_id: 'Style', inpaint_items: 'Image', file: 'Image', seed: 'Seed',
+  nsamples: 'Variations',
 };
+
+// Element ids unique on the page, for labels of fields built per card.
+let lastId = 0;
+export const uid = (prefix) => `${prefix}-${(lastId += 1)}`;

@@ -2,12 +2,19 @@
 
 import { api, SignedOut } from './api.js';
 import { $, framesToSeconds, h, safeUrl, seconds, when } from './dom.js';
+import { DraftOps, forgetPost, forgetPosts, tagList } from './ops.js';
 
 const PAGE = 12;
 
 function engineText(engine) {
   if (!engine || !engine.name) return null;
   return engine.placeholder ? `${engine.name} (placeholder)` : engine.name;
+}
+
+// A variation's creation_config carries its own seed (the task's plus its index): the one that
+// makes it again.
+function seedOf(draft, config) {
+  return config.seed;
 }
 
 function params(draft) {
@@ -18,7 +25,7 @@ function params(draft) {
     ['Duration', requested && `${requested} s`],
     ['Model', config.model],
     ['Style', config.style_id],
-    ['Seed', config.seed],
+    ['Seed', seedOf(draft, config)],
     ['Engine', engineText(draft.engine)],
     ['Made', when(draft.created_at)],
   ];
@@ -53,13 +60,14 @@ function media(draft) {
 const fileName = (draft) => `sora_${draft.task_id || draft.id}.mp4`;
 
 export class Library {
-  constructor({ notify, onChange }) {
+  constructor({ notify, onChange, onCreated }) {
     this.list = $('#drafts');
     this.more = $('#more');
     this.empty = $('#library-empty');
     this.error = $('#library-error');
     this.notify = notify;
     this.onChange = onChange;
+    this.onCreated = onCreated; // a remix or an extension started here: a task for "In progress"
     this.cursor = null;
     this.loaded = false;
     this.more.addEventListener('click', () => this.loadMore());
@@ -72,6 +80,7 @@ export class Library {
     this.more.hidden = true;
     this.empty.hidden = true;
     this.error.textContent = '';
+    forgetPosts(); // the next user to sign in here made none of them
   }
 
   async fetchPage(cursor) {
@@ -140,15 +149,20 @@ export class Library {
   }
 
   card(draft) {
-    const node = h('li', { class: 'draft card', 'data-gen-id': draft.id, 'data-kind': draft.kind },
-      media(draft),
-      h('p', { class: 'prompt' }, draft.prompt || ''),
-      params(draft),
-      draft.engine?.placeholder
-        ? h('p', { class: 'placeholder small', title: draft.engine.note || null },
-          'A placeholder drawn by the preview engine, not a video model.')
-        : null,
-      this.actions(draft));
+    const finished = draft.kind === 'sora_draft' && safeUrl(draft.url);
+    const ops = finished ? new DraftOps(draft, { onCreated: this.onCreated }) : null;
+    const node = h('li', { class: 'draft card', 'data-gen-id': draft.id, 'data-kind': draft.kind,
+      'data-type': draft.generation_type || null },
+    media(draft),
+    tagList(draft),
+    h('p', { class: 'prompt' }, draft.prompt || ''),
+    params(draft),
+    draft.engine?.placeholder
+      ? h('p', { class: 'placeholder small', title: draft.engine.note || null },
+        'A placeholder drawn by the preview engine, not a video model.')
+      : null,
+    ops ? ops.nodes() : null,
+    this.actions(draft));
     return node;
   }
 
@@ -178,6 +192,7 @@ export class Library {
   remove(draft) {
     return this.guard(async () => {
       await api(`/backend/project_y/profile/drafts/${encodeURIComponent(draft.id)}`, { method: 'DELETE' });
+      forgetPost(draft.id); // its posts went with it
       const node = [...this.list.children].find((n) => n.dataset.genId === draft.id);
       const next = node && (node.nextElementSibling || node.previousElementSibling);
       node?.remove();

@@ -6,6 +6,7 @@
 
 import { api, SignedOut } from './api.js';
 import { $, framesToSeconds, h, inWords, orientationName } from './dom.js';
+import { operationName } from './ops.js';
 
 const TERMINAL = new Set(['succeeded', 'failed', 'cancelled']);
 const ACTIVE_MS = 2000;
@@ -39,7 +40,8 @@ function statusText(task) {
     case 'processing':
       return 'Encoding…';
     case 'succeeded':
-      return 'Finished: it is in your Library.';
+      return task.n_variants > 1 ? `Finished: all ${task.n_variants} are in your Library.`
+        : 'Finished: it is in your Library.';
     case 'cancelled':
       return 'Cancelled.';
     case 'failed':
@@ -194,7 +196,8 @@ export class Watch {
   fill(node, task) {
     node.querySelector('.prompt').textContent = task.prompt || '';
     const secs = framesToSeconds(task.n_frames);
-    node.querySelector('.meta').textContent = [orientationName(task.orientation),
+    node.querySelector('.meta').textContent = [operationName(task.operation),
+      task.n_variants > 1 && `${task.n_variants} variations`, orientationName(task.orientation),
       secs && `${secs} s`, task.model].filter(Boolean).join(' · ');
     node.querySelector('.status').textContent = statusText(task);
     node.dataset.status = task.status;
