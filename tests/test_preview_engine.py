@@ -65,6 +65,7 @@ def test_class_attributes_and_describe() -> None:
         "placeholder": True,
         "note": "sorakit preview engine: a procedural placeholder that draws the prompt over "
                 "an animated pattern; it is not a video model.",
+        "sound": "sorakit preview - placeholder tones, not a model",
     }
 
 

@@ -42,6 +42,8 @@ class Settings:
     max_variants: int = 4
     #: most shots in one storyboard
     max_shots: int = 10
+    #: videos get sound when their engine makes it (a request may still send "audio": false)
+    audio: bool = True
     max_prompt_chars: int = 10_000
     default_concurrency: int = 3
     default_daily_limit: int = 100
@@ -106,6 +108,8 @@ def _coerce(name: str, value: Any) -> Any:
             return {str(k): v if isinstance(v, dict) else str(v) for k, v in value.items()}
         if name == "models_dir":
             return Path(value).expanduser() if value else None
+        if kind == "bool":
+            return _boolean(value)
         if kind == "int":
             return int(value)
         if kind == "float":
@@ -115,6 +119,17 @@ def _coerce(name: str, value: Any) -> Any:
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"setting {name!r}: cannot use {value!r} ({exc})") from None
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def _from_toml(data_dir: Path) -> dict[str, Any]:

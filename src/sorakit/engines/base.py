@@ -134,6 +134,8 @@ class Engine(ABC):
 
     #: True when the engine can start from an uploaded image
     supports_image: bool = False
+    #: the title of the audio streams this engine's sound is muxed as (None: none)
+    sound_label: str | None = None
 
     def plan(self, orientation: str, size: str, n_frames: int, image: bool = False) -> Plan:
         """Map a request onto what this engine makes; the default is the web API's own sizes."""

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from sorakit.engines.base import Engine, RenderContext, RenderJob
+from sorakit.engines.base import AudioTrack, Engine, RenderContext, RenderJob
 from sorakit.media.frames import sample
 
 NOTE = ("sorakit preview engine: a procedural placeholder that draws the prompt over an "
@@ -39,6 +39,7 @@ class PreviewEngine(Engine):
     placeholder = True
     progress_share = 0.0  # rendering is cheap; the worker's progress follows encoding
     supports_image = True  # an uploaded image becomes the first frame
+    sound_label = "sorakit preview - placeholder tones, not a model"
 
     def __init__(self, pace_seconds: float = 0.0) -> None:
         if pace_seconds < 0:
@@ -46,13 +47,15 @@ class PreviewEngine(Engine):
         self.pace_seconds = pace_seconds
 
     def operations(self) -> frozenset[str]:
-        return frozenset({"generate", "image", "remix", "extend"})
+        return frozenset({"generate", "image", "remix", "extend", "audio"})
 
     def frames(self, job: RenderJob, ctx: RenderContext) -> Iterator[np.ndarray]:
         """Text or image to video; a remix paints the new scene over the source's frames
         (``1 - strength`` of the source shows through; strength is 0.4 by default); an extension
         fades from the source's last frame into the new scene over its first second, so the join
         shows no jump."""
+        if job.audio:
+            ctx.audio(placeholder_sound(job.prompt, job.seed, job.n_frames / job.fps))
         scene = AnimatedScene(job.width, job.height, job.fps, scene_rng(job.prompt, job.seed))
         overlay = PromptOverlay(job.prompt, job.width, job.height)
         pacer = _Pacer(self.pace_seconds, job.n_frames, ctx)
@@ -91,7 +94,37 @@ class PreviewEngine(Engine):
         return None
 
     def describe(self, operation: str | None = None) -> dict[str, Any]:
-        return {"name": self.name, "placeholder": self.placeholder, "note": NOTE}
+        return {"name": self.name, "placeholder": self.placeholder, "note": NOTE, "sound": SOUND_LABEL}
+
+
+#: the audio stream's title in every preview MP4: the sound's own label
+SOUND_LABEL = PreviewEngine.sound_label
+SOUND_RATE = 48_000
+#: a pentatonic scale (Hz): whatever the prompt, the chord is consonant, plainly synthetic
+NOTES = (196.0, 220.0, 261.63, 293.66, 329.63, 392.0, 440.0, 523.25, 587.33, 659.26)
+
+
+def placeholder_sound(prompt: str, seed: int | None, seconds: float) -> AudioTrack:
+    """A deterministic sound for ``(prompt, seed)``: a three-note chord of pure sine tones that
+    swells and fades every few seconds, with a short high beep on every whole second. Nobody will
+    mistake it for a model's sound; the MP4 also names it (:data:`SOUND_LABEL`)."""
+    rng = scene_rng(prompt, seed)
+    n = max(round(seconds * SOUND_RATE), 1)
+    t = np.arange(n, dtype=np.float32) / SOUND_RATE
+    notes = rng.choice(NOTES, size=3, replace=False)
+    period = float(rng.uniform(2.0, 4.0))
+    swell = 0.55 + 0.45 * np.sin(2 * np.pi * t / period + float(rng.uniform(0, 2 * np.pi)))
+    chord = sum(np.sin(2 * np.pi * f * t + float(rng.uniform(0, 2 * np.pi))) for f in notes) / 3
+    left = 0.25 * swell * chord
+    beep = (t % 1.0) < 0.05
+    left = left + 0.15 * beep * np.sin(2 * np.pi * 1760.0 * t)
+    pan = float(rng.uniform(0.6, 1.0))
+    samples = np.stack([left, left * pan]).astype(np.float32)
+    fade = min(n, SOUND_RATE // 100)  # 10 ms in and out: no click at the ends
+    ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
+    samples[:, :fade] *= ramp
+    samples[:, n - fade:] *= ramp[::-1]
+    return AudioTrack(samples, SOUND_RATE)
 
 
 def fit_image(path, width: int, height: int) -> np.ndarray:

@@ -46,6 +46,8 @@ class CreateRequest(BaseModel):
     guidance_scale: float | None = Field(None, ge=0, le=100)
     #: sorakit extension: how far a remix may move from its source (0 keeps it, 1 ignores it)
     remix_strength: float | None = Field(None, ge=0, le=1)
+    #: sorakit extension: false makes a silent video even on an engine with sound
+    audio: bool | None = None
 
     @field_validator("n_frames", "seed", "nsamples", "num_inference_steps", mode="before")
     @classmethod
@@ -75,6 +77,7 @@ class ExtensionRequest(BaseModel):
     extension_duration_s: float = Field(10.0, gt=0)
     enable_rewrite: bool | None = None
     model: str | None = Field(None, max_length=NAME)
+    audio: bool | None = None
 
     @field_validator("extension_duration_s", mode="before")
     @classmethod

@@ -73,7 +73,8 @@ class Shaper:
             "creation_config": meta.get("creation_config"),
             "remix_target_post": config.get("remix_target_post"),
             "source_generation_id": config.get("source_generation_id"),
-            "variant_index": meta.get("variant"),
+            "variant_index": meta.get("variant"), "n_variants": meta.get("n_variants") or 1,
+            "has_audio": bool(meta.get("has_audio")),
             "reason_str": gen["reason_str"], "markdown_reason_str": meta.get("markdown_reason_str"),
             "error_reason": gen["error_reason"], "engine": meta.get("engine"),
             "video_bytes": gen["video_bytes"],
@@ -103,6 +104,7 @@ class Shaper:
             "generations": [self.draft(g) for g in gens],
             "failure_reason": row["failure_reason"], "priority": row["priority"],
             "operation": row.get("operation") or "generate", "n_variants": row.get("n_variants") or 1,
+            "has_audio": any((g["meta"] or {}).get("has_audio") for g in gens),
         }
 
 

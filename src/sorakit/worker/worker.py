@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engines import Cancelled, EngineError, RenderJob
+from ..engines import AudioTrack, Cancelled, EngineError, RenderJob
+from ..media.audio import Timeline, mux
+from ..media.audio import read as read_audio
 from ..ids import new_id
 from ..media.encode import decode_frames, encode_mp4, write_spritesheet, write_webp_thumbnail
 from ..media.frames import conform, retime, save_png
@@ -71,6 +73,9 @@ class TaskContext:
         self.n_frames = claim.task["n_frames"] * (claim.task.get("n_variants") or 1)
         self.segment_start, self.segment_weight = 0.0, 1.0
         self.encoded_before = 0
+        #: the current output's sound, and where the engine's next track starts in it (seconds)
+        self.timeline = Timeline()
+        self.audio_offset = 0.0
         # A retried attempt starts over, but the bar it shows never drops below what an earlier
         # attempt reached (the official API's progress must not go backwards): it stalls instead.
         self.floor = claim.task["progress"] or 0.0
@@ -94,6 +99,10 @@ class TaskContext:
     def next_output(self) -> None:
         """The encoder starts another file (the next variation)."""
         self.encoded_before = self.encoded
+        self.timeline, self.audio_offset = Timeline(), 0.0
+
+    def audio(self, track: AudioTrack) -> None:
+        self.timeline.place(self.audio_offset, track)
 
     def on_frame(self, count: int) -> None:
         self.encoded = self.encoded_before + count
@@ -189,6 +198,7 @@ class Run:
             raise EngineError(f"This task cannot run here: {reason}.", code="operation_unsupported")
         ctx = TaskContext(self.services, self.claim, self.heartbeat, engine.progress_share)
         private_dir(self.tmp_dir)
+        self.wants_audio, self.sound_title, self.sounds = self._wants_audio(engine), engine.sound_label, []
         made = [self._encode(frames, i, ctx) for i, frames in enumerate(self._outputs(operation, engine, ctx))]
         ctx.check_cancel()
         self.store.set_progress(self.claim, 1.0, status="processing")
@@ -209,12 +219,29 @@ class Run:
         return "image" if image or continuity else "generate"
 
     def _encode(self, frames, index: int, ctx: TaskContext):
+        """One output video: the picture as frames arrive, then its sound (if any engine run or
+        source gave one) muxed beside it, exactly as long as the picture."""
         t = self.task
         folder = private_dir(self.tmp_dir / f"v{index}")
         ctx.next_output()
-        result = encode_mp4(frames, folder / "video.mp4", width=t["width"], height=t["height"], fps=t["fps"],
+        picture = folder / "picture.mp4"
+        result = encode_mp4(frames, picture, width=t["width"], height=t["height"], fps=t["fps"],
                             on_frame=ctx.on_frame, expected_frames=t["n_frames"])
+        sound = ctx.timeline.render(result.n_frames / t["fps"])
+        if sound is None:
+            os.replace(picture, folder / "video.mp4")
+        else:
+            ctx.check_cancel()
+            mux(picture, sound, folder / "video.mp4", seconds=result.n_frames / t["fps"], title=self.sound_title)
+            picture.unlink()
+        self.sounds.append(sound is not None)
         return folder, result
+
+    def _wants_audio(self, engine) -> bool:
+        """Sound when the engine makes it, the server allows it and the request did not turn it off."""
+        asked = (self.task.get("request") or {}).get("audio", True)
+        off = asked is False or str(asked).strip().lower() in ("false", "0", "off", "no")
+        return "audio" in engine.operations() and self.services.settings.audio and not off
 
     # -- what each operation renders: one frame stream per output video -------------------------
     def _outputs(self, operation: str, engine, ctx: TaskContext) -> Iterator[Iterator[np.ndarray]]:
@@ -233,7 +260,7 @@ class Run:
         inputs = t.get("inputs") or {}
         fields = dict(task_id=t["id"], prompt=t["prompt"], width=t["width"], height=t["height"],
                       n_frames=t["n_frames"], fps=t["fps"], seed=t["seed"] + variant, style_id=t["style_id"],
-                      params=t["request"], image=self._image(), operation=operation)
+                      params=t["request"], image=self._image(), operation=operation, audio=self.wants_audio)
         if operation == "remix":
             fields.update(source=self._source(), strength=inputs.get("strength"))
         fields.update(changes)
@@ -248,6 +275,11 @@ class Run:
             yield last
         if last is None:
             raise EngineError("The video this task extends has no frames.", code="source_missing")
+        # the source's own sound stays under its frames; the extension's follows it
+        source_sound = read_audio(source)
+        if source_sound is not None:
+            ctx.audio(source_sound)
+        ctx.audio_offset = inputs["source_frames"] / t["fps"]
         plan = inputs["engine_plan"]
         job = self._job(operation="extend", prompt=t["prompt"], width=plan["width"], height=plan["height"],
                         n_frames=plan["n_frames"], fps=plan["fps"], source=source,
@@ -264,6 +296,7 @@ class Run:
         start, image = 0, None
         for i, shot in enumerate(shots):
             ctx.segment(start / total, shot["n_frames"] / total)
+            ctx.audio_offset = start / t["fps"]
             prompt = f"{shot['prompt']}. {inputs['instructions']}" if inputs.get("instructions") else shot["prompt"]
             last = None
             for last in engine.frames(self._job(variant=i, prompt=prompt, n_frames=shot["n_frames"], image=image),
@@ -314,6 +347,7 @@ class Run:
                 os.replace(folder / name, final / name)
             files = {column: f"{gen_id}/{name}" for name, column in OUTPUTS.items()}
             variant = {"variant": i, "n_variants": n} if n > 1 else {}
+            variant["has_audio"] = self.sounds[i]
             row = self._generation(gen_id, "sora_draft", engine=engine.describe(self._engine_operation()),
                                    n_frames=result.n_frames,
                                    video_bytes=(final / "video.mp4").stat().st_size, **files, **variant)
@@ -328,12 +362,14 @@ class Run:
             log.info("task %s: succeeded as %s", self.task["id"], ", ".join(r["id"] for r in rows))
 
     def _generation(self, gen_id: str, kind: str, *, engine: dict | None = None, variant: int | None = None,
-                    n_variants: int | None = None, **fields) -> dict:
+                    n_variants: int | None = None, has_audio: bool = False, **fields) -> dict:
         t = self.task
         meta = {"prompt": t["prompt"], "title": t["title"], "creation_config": creation_config(t),
                 "engine": engine, "fps": t["fps"], "operation": t.get("operation") or "generate"}
-        if variant is not None:
+        meta["has_audio"] = has_audio
+        if variant is not None:  # each variation's own seed: the one that makes it again
             meta.update(variant=variant, n_variants=n_variants)
+            meta["creation_config"]["seed"] = t["seed"] + variant
         row = {"id": gen_id, "task_id": t["id"], "user_id": t["user_id"], "kind": kind,
                "created_at": self.store.clock(), "width": t["width"], "height": t["height"],
                "n_frames": None, "video_file": None, "thumbnail_file": None, "spritesheet_file": None,
