@@ -1,49 +1,52 @@
-"""GPU benchmark: seconds per denoising step of the full-size Wan 2.1 T2V 1.3B transformer.
+"""GPU benchmark: sorakit's speed switches on Wan 2.1 T2V 1.3B against stock diffusers, with a quality check.
 
-Issue text: "a GPU script, ready for a machine with one, that times seconds per denoising step for
-the full-size Wan 2.1 1.3B architecture with random weights at 832x480, 81 frames, bf16, with and
-without torch.compile".
+One command, for a machine with a GPU (a lent one: nothing is downloaded):
 
-What it does:
+    python benchmarks/gpu_wan_step.py                                 # random weights, full-size 1.3B
+    python benchmarks/gpu_wan_step.py --model-path /models/Wan2.1-T2V-1.3B-Diffusers   # real weights
+    python benchmarks/gpu_wan_step.py --device cpu --tiny             # a few seconds on a CPU: checks the script
 
-1. Builds ``WanTransformer3DModel`` with the config of Wan-AI/Wan2.1-T2V-1.3B-Diffusers
-   (``transformer/config.json``: 30 layers, 12 heads x 128, ffn 8960, text_dim 4096, patch
-   (1, 2, 2), ...) directly on the device with random weights -- nothing is downloaded -- and casts
-   it the way ``from_pretrained(dtype=...)`` does: the class's ``_keep_in_fp32_modules`` (time
-   embedder, norms, scale/shift tables, RoPE) stay float32, the rest takes ``--dtype``. (``--tiny``
-   checks that layout against a real ``from_pretrained`` round trip.)
-2. Inputs as ``WanPipeline`` makes them for ``--width x --height``, ``--frames``: float32 latents
-   (1, 16, (frames - 1) / 4 + 1, height / 8, width / 8) -- 21 x 60 x 104 for 81 frames at 832x480,
-   i.e. 32,760 tokens after the (1, 2, 2) patch -- cast to the transformer's dtype per call, random
-   (1, 512, 4096) prompt and negative-prompt embeddings, timesteps and ``scheduler.step`` from the
-   Wan scheduler (UniPC, flow prediction, flow_shift 3.0, 50 steps).
-3. One denoising step = what the pipeline's loop does with CFG: a "cond" and an "uncond" forward
-   (inside ``cache_context`` as the pipeline calls them), the guidance combine (scale 5.0) and
-   ``scheduler.step``. Per variant: warm-up steps, then ``--steps`` timed steps, each bracketed by
-   ``synchronize``; the two forwards are timed on their own too. Also a single batched-2 forward
-   (cond and uncond in one batch, what a batched-CFG pipeline would do) -- not what WanPipeline
-   does, for comparison.
-4. Variants: eager, then ``torch.compile(transformer)`` (as the engine's ``compile = true``
-   does); the compile variant reports its first call (trace + compile + run) separately.
-   ``--regional`` adds diffusers' ``compile_repeated_blocks()`` (compiles one block class, much
-   faster to compile). Peak memory is ``torch.cuda.max_memory_allocated`` per variant.
+What it runs, all at the same shape (default 832x480, 81 frames, 20 steps, guidance 5.0, bf16) and seed:
 
-Progress is printed as it goes; ``--out FILE`` also writes the results as JSON. A FLOP estimate
-(matmuls and attention only) gives an approximate achieved TFLOP/s.
+1. ``stock``: the pipeline as diffusers gives it: ``DiffusionPipeline.from_pretrained(path, dtype)``,
+   ``.to(device)``, called with the very arguments sorakit's engine passes (``call_arguments``), and
+   the frames turned to uint8 the same way. No sorakit code runs in its timed part.
+2. ``off``: sorakit's engine (``DiffusersEngine.render``: step hook, progress, cancellation checks)
+   with every switch off -- its frames must equal stock's (PSNR inf), its time shows the overhead.
+3. One variant per switch, each on a fresh engine (``[models.bench]`` table = ``off`` + the switch):
+   ``compile = "repeated_blocks"``, ``compile = "full"``, each attention backend whose kernel is
+   installed (diffusers' own requirement check; ``--all-backends`` adds flex and the slow ones), each
+   cache (``first_block``, ``taylorseer``, ``pab``, ``magcache`` with ratios calibrated here on this
+   shape first, and ``faster_cache``, which sorakit refuses for Wan: the row shows the reason), and
+   ``compile = "repeated_blocks"`` + ``first_block`` together.
 
-Without CUDA the script exits with status 2 and says so; ``--device cpu --tiny`` runs a
-scaled-down smoke version (2 layers, 2 x 32 heads, 64x64, 9 frames) to check the script itself.
+Per variant: the load (from_pretrained, placement, switches, compile and warm-up, as a worker's first
+task pays it), the first run after it (what the first user waits), then ``--repeat`` runs: end-to-end
+seconds (best), seconds per denoising step (median of the steps after the first; each step is
+bracketed by a device sync in the progress callback), peak memory, and the frames' PSNR and SSIM
+(numpy, Gaussian 11x11 window, sigma 1.5, on luma, mean over frames) against the ``off`` run. The
+table prints each variant's speed-up against ``stock`` (stock seconds / variant seconds).
 
-GPU run (one H200: ~3-5 min in all, most of it the cold torch.compile):
-    python benchmarks/gpu_wan_step.py --out wan_step.json
-Smoke run here:
-    .venv/bin/python benchmarks/gpu_wan_step.py --device cpu --tiny
+Without ``--model-path`` the weights are random: a full-size Wan 2.1 1.3B transformer (30 layers,
+12x128 heads, ffn 8960, as Wan-AI/Wan2.1-T2V-1.3B-Diffusers' transformer/config.json), the Wan 2.1
+VAE architecture (diffusers' AutoencoderKLWan defaults) and a one-layer text encoder with 4096-wide
+outputs (the prompt encoder's time is negligible either way); it is saved to a temporary directory
+and both stock and sorakit load it from there. Timings hold; the quality columns then compare noise
+(caches that skip work change it visibly): pass ``--model-path`` for meaningful PSNR/SSIM.
+``--tiny`` builds the same pipeline at toy size (2 layers, 64x64, 9 frames, 4 steps); compile is
+skipped there unless ``--compile`` (it takes 20-60 s per variant on a CPU).
+
+``--out FILE`` also writes the results as JSON. A run on one H200 with the defaults: about 6-9
+minutes, most of it the two cold compiles; ``--skip compile`` (or ``--only``) trims it.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
+import gc
+import io
 import json
 import math
 import platform
@@ -53,6 +56,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # tiny_pipelines: the tokenizer, the small T5 config
+
 # Wan-AI/Wan2.1-T2V-1.3B-Diffusers, transformer/config.json
 WAN_1_3B = dict(
     patch_size=(1, 2, 2), num_attention_heads=12, attention_head_dim=128, in_channels=16,
@@ -60,11 +68,17 @@ WAN_1_3B = dict(
     qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=None, added_kv_proj_dim=None,
     rope_max_seq_len=1024,
 )
-TINY = {**WAN_1_3B, "num_attention_heads": 2, "attention_head_dim": 32, "ffn_dim": 128,
-        "num_layers": 2, "text_dim": 64}
-TEXT_LEN = 512  # WanPipeline's default max_sequence_length: prompt embeddings are padded to it
-GUIDANCE = 5.0
-SCHEDULE_STEPS = 50
+TINY = {**WAN_1_3B, "num_attention_heads": 2, "attention_head_dim": 32, "ffn_dim": 128, "num_layers": 2,
+        "text_dim": 64}
+TINY_VAE = dict(base_dim=8, dim_mult=[1, 1, 1, 1], num_res_blocks=1, z_dim=16, temperal_downsample=[False, True, True])
+PROMPT = ("A red kite dances over a grey sea at sunset, the camera slowly follows it along the beach, "
+          "waves rolling in, cinematic light")
+#: attention backends tried on a GPU (those whose kernel is installed run); flex and the math kernel are
+#: slow without compile and only run with --all-backends; the *_hub ones download kernels: never here
+GPU_BACKENDS = ("_native_flash", "_native_cudnn", "_native_efficient", "flash", "flash_varlen", "_flash_3",
+                "_flash_varlen_3", "sage", "sage_varlen", "xformers")
+SLOW_BACKENDS = ("flex", "_native_math")
+CPU_BACKENDS = ("_native_flash", "_native_math")
 T0 = time.perf_counter()
 
 
@@ -75,31 +89,31 @@ def log(msg: str) -> None:
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu (with --tiny)")
-    p.add_argument("--tiny", action="store_true", help="scaled-down smoke version (2 layers, small latent)")
-    p.add_argument("--force", action="store_true", help="allow the full-size model on the CPU (hours)")
-    p.add_argument("--steps", type=int, default=None, help="timed denoising steps per variant (5; tiny 2)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing, per variant")
-    p.add_argument("--frames", type=int, default=None, help="video frames, 4k+1 (81; tiny 9)")
-    p.add_argument("--height", type=int, default=None, help="pixels, multiple of 16 (480; tiny 64)")
-    p.add_argument("--width", type=int, default=None, help="pixels, multiple of 16 (832; tiny 64)")
-    p.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
-    p.add_argument("--no-compile", action="store_true", help="eager only")
-    p.add_argument("--compile-mode", default=None,
-                   help="torch.compile mode (default: torch's default; e.g. max-autotune-no-cudagraphs)")
-    p.add_argument("--regional", action="store_true",
-                   help="also time compile_repeated_blocks() (regional compile)")
-    p.add_argument("--no-batched", action="store_true", help="skip the batched-2 forward")
-    p.add_argument("--compile-batched", action="store_true",
-                   help="also time the batched-2 forward compiled (a second compile for the new shape)")
-    p.add_argument("--budget", type=float, default=420.0,
-                   help="seconds; optional parts (regional, compiled batched) are skipped past it")
+    p.add_argument("--tiny", action="store_true", help="toy-size random pipeline: checks the script in seconds")
+    p.add_argument("--model-path", default=None, help="a diffusers Wan checkpoint (directory or cached hub id)")
+    p.add_argument("--family", default="wan", help="sorakit family of --model-path (wan, wan22-ti2v, ...)")
+    p.add_argument("--width", type=int, default=None, help="pixels (832; tiny 64)")
+    p.add_argument("--height", type=int, default=None, help="pixels (480; tiny 64)")
+    p.add_argument("--frames", type=int, default=None, help="4k+1 (81; tiny 9)")
+    p.add_argument("--fps", type=int, default=16)
+    p.add_argument("--steps", type=int, default=None, help="denoising steps (20; tiny 4)")
+    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--dtype", default=None, choices=("bfloat16", "float16", "float32"), help="bfloat16; tiny float32")
+    p.add_argument("--repeat", type=int, default=None, help="timed runs per variant after the first (2; tiny 1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    p.add_argument("--compile", action="store_true", help="with --tiny: include the compile variants")
+    p.add_argument("--compile-mode", default=None, help="torch.compile mode for the compile variants")
+    p.add_argument("--all-backends", action="store_true", help="also flex and the math kernel")
+    p.add_argument("--skip", action="append", default=[], help="skip variants whose name contains this (repeatable)")
+    p.add_argument("--only", action="append", default=[], help="run only variants whose name contains this")
+    p.add_argument("--out", type=Path, default=None, help="also write the results as JSON here")
     o = p.parse_args(argv)
-    o.steps = o.steps if o.steps is not None else (2 if o.tiny else 5)
-    o.frames = o.frames if o.frames is not None else (9 if o.tiny else 81)
-    o.height = o.height if o.height is not None else (64 if o.tiny else 480)
-    o.width = o.width if o.width is not None else (64 if o.tiny else 832)
+    o.width = o.width or (64 if o.tiny else 832)
+    o.height = o.height or (64 if o.tiny else 480)
+    o.frames = o.frames or (9 if o.tiny else 81)
+    o.steps = o.steps or (4 if o.tiny else 20)
+    o.dtype = o.dtype or ("float32" if o.tiny else "bfloat16")
+    o.repeat = o.repeat if o.repeat is not None else (1 if o.tiny else 2)
     return o
 
 
@@ -108,340 +122,403 @@ def fail(msg: str) -> None:
     sys.exit(2)
 
 
-def check_args(o, torch) -> None:
-    if o.device.startswith("cuda") and not torch.cuda.is_available():
-        fail(f"CUDA is not available (torch {torch.__version__}, built for CUDA {torch.version.cuda}); "
-             "this script times a GPU. Run it on a machine with an NVIDIA GPU and a CUDA build of torch, "
-             "or check the script itself with: --device cpu --tiny")
-    if o.device == "cpu" and not o.tiny and not o.force:
-        fail("the full-size model on the CPU would take hours per step: pass --tiny (or --force)")
-    if o.height % 16 or o.width % 16:
-        fail(f"height and width must be multiples of 16 (VAE x8, patch x2); got {o.width}x{o.height}")
-    if o.frames < 1 or (o.frames - 1) % 4:
-        fail(f"frames must be 4k+1 (Wan's VAE compresses time x4); got {o.frames}")
-    if o.steps < 1 or o.warmup < 0:
-        fail("--steps must be >= 1 and --warmup >= 0")
+# -- quality ------------------------------------------------------------------------------------------
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """Peak signal-to-noise ratio of two uint8 videos, in dB (inf when identical)."""
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return math.inf if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
-# --------------------------------------------------------------------------- model
-
-def keeps_fp32(name: str, keep: list[str]) -> bool:
-    """``from_pretrained``'s rule (diffusers model_loading_utils): any dotted part of the name."""
-    return any(part in keep for part in name.split("."))
-
-
-def cast_like_from_pretrained(model, dtype, torch):
-    keep = list(getattr(model, "_keep_in_fp32_modules", None) or [])
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.is_floating_point():
-                param.data = param.data.to(torch.float32 if keeps_fp32(name, keep) else dtype)
-        for mod_name, module in model.named_modules():
-            for buf_name, buf in list(module.named_buffers(recurse=False)):
-                if buf is not None and buf.is_floating_point():
-                    full = f"{mod_name}.{buf_name}" if mod_name else buf_name
-                    module._buffers[buf_name] = buf.to(torch.float32 if keeps_fp32(full, keep) else dtype)
-    return model.eval().requires_grad_(False)
+def _gaussian(size: int = 11, sigma: float = 1.5) -> np.ndarray:
+    x = np.arange(size) - (size - 1) / 2
+    k = np.exp(-(x ** 2) / (2 * sigma ** 2))
+    return k / k.sum()
 
 
-def build_transformer(config: dict, device, dtype, seed: int, torch):
-    from diffusers import WanTransformer3DModel
+def _filter(img: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Separable 'valid' filtering of (..., H, W) with the 1-D kernel ``k``."""
+    from numpy.lib.stride_tricks import sliding_window_view
 
-    torch.manual_seed(seed)
-    with torch.device(device):
-        model = WanTransformer3DModel(**config)
-    return cast_like_from_pretrained(model, dtype, torch)
-
-
-def dtype_layout(model) -> dict[str, str]:
-    found = {n: str(p.dtype) for n, p in model.named_parameters()}
-    found.update({"buffer:" + n: str(b.dtype) for n, b in model.named_buffers()})
-    return found
+    rows = sliding_window_view(img, len(k), axis=-2) @ k
+    return sliding_window_view(rows, len(k), axis=-1) @ k
 
 
-def check_layout_against_from_pretrained(config: dict, dtype, torch) -> bool:
-    """Tiny only: save a model, load it with from_pretrained(dtype=...), compare per-tensor dtypes."""
-    from diffusers import WanTransformer3DModel
-
-    ours = build_transformer(config, "cpu", dtype, 0, torch)
-    with tempfile.TemporaryDirectory() as tmp:
-        WanTransformer3DModel(**config).save_pretrained(tmp)
-        theirs = WanTransformer3DModel.from_pretrained(tmp, dtype=dtype)
-    a, b = dtype_layout(ours), dtype_layout(theirs)
-    if a != b:
-        diff = {k: (a.get(k), b.get(k)) for k in set(a) | set(b) if a.get(k) != b.get(k)}
-        log(f"dtype layout differs from from_pretrained: {dict(list(diff.items())[:8])}")
-    return a == b
+def luma(video: np.ndarray) -> np.ndarray:
+    v = video.astype(np.float64)
+    return 0.299 * v[..., 0] + 0.587 * v[..., 1] + 0.114 * v[..., 2]
 
 
-def count_params(config: dict, torch) -> int:
-    from diffusers import WanTransformer3DModel
-
-    with torch.device("meta"):
-        return sum(p.numel() for p in WanTransformer3DModel(**config).parameters())
-
-
-def forward_flops(config: dict, tokens: int, text_len: int, batch: int = 1) -> float:
-    """Matmul + attention FLOPs of one forward (norms, RoPE, element-wise ops left out)."""
-    dim = config["num_attention_heads"] * config["attention_head_dim"]
-    per_layer = (2 * tokens * (4 * dim * dim + 2 * dim * dim + 2 * dim * config["ffn_dim"])  # projections, ffn
-                 + 2 * text_len * 2 * dim * dim                                             # cross-attn K, V
-                 + 4 * tokens * tokens * dim                                                # self-attn QK^T, AV
-                 + 4 * tokens * text_len * dim)                                             # cross-attn
-    in_out = 2 * tokens * dim * (config["in_channels"] + config["out_channels"]) * math.prod(config["patch_size"])
-    text = 2 * text_len * (config["text_dim"] * dim + dim * dim)
-    return batch * (config["num_layers"] * per_layer + in_out + text)
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, K1 0.01, K2 0.03) of two uint8
+    videos (N, H, W, 3), on luma; 1.0 when identical. Frames smaller than the window use a smaller one."""
+    x, y = luma(a), luma(b)
+    size = min(11, x.shape[-2], x.shape[-1])
+    size -= (size + 1) % 2  # odd
+    k = _gaussian(size, 1.5 * size / 11)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mu_x, mu_y = _filter(x, k), _filter(y, k)
+    sxx = _filter(x * x, k) - mu_x ** 2
+    syy = _filter(y * y, k) - mu_y ** 2
+    sxy = _filter(x * y, k) - mu_x * mu_y
+    s = ((2 * mu_x * mu_y + c1) * (2 * sxy + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (sxx + syy + c2))
+    return float(s.mean())
 
 
-# --------------------------------------------------------------------------- timing
+# -- the pipeline ---------------------------------------------------------------------------------------
+
+def build_random_wan(dest: Path, tiny: bool, dtype, device, seed: int) -> Path:
+    """A Wan 2.1 T2V pipeline with random weights (full-size 1.3B transformer and Wan 2.1 VAE, or toy
+    size), saved to ``dest`` as a normal diffusers checkpoint."""
+    import torch
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+    from tiny_pipelines import _t5_config_kwargs, build_tokenizer
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    config = TINY if tiny else WAN_1_3B
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        with torch.device(device):
+            transformer = WanTransformer3DModel(**config).to(dtype)
+            vae = AutoencoderKLWan(**(TINY_VAE if tiny else {}))
+        text = {**_t5_config_kwargs(), "d_model": config["text_dim"], "d_kv": 16, "num_heads": 4, "d_ff": 64,
+                "num_layers": 1}
+        text_encoder = UMT5EncoderModel(UMT5Config(**text)).eval()
+    # As Wan-AI/Wan2.1-T2V-1.3B-Diffusers' scheduler_config.json.
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
+                                        num_train_timesteps=1000, solver_order=2, solver_type="bh2",
+                                        lower_order_final=True)
+    pipe = WanPipeline(tokenizer=build_tokenizer(), text_encoder=text_encoder, vae=vae, scheduler=scheduler,
+                       transformer=transformer)
+    pipe.save_pretrained(dest)
+    del pipe, transformer, vae, text_encoder
+    return dest
+
 
 class Bench:
-    def __init__(self, o, torch, config: dict) -> None:
-        from diffusers import UniPCMultistepScheduler
+    def __init__(self, o, torch, path: str, weights_dir: Path) -> None:
+        self.o, self.torch, self.path, self.weights_dir = o, torch, path, weights_dir
+        self.cuda = o.device.startswith("cuda")
+        self.reference: np.ndarray | None = None  # the "off" run's frames
 
-        self.o, self.torch, self.config = o, torch, config
-        self.device = torch.device(o.device)
-        self.cuda = self.device.type == "cuda"
-        self.dtype = getattr(torch, o.dtype)
-        lat_f, lat_h, lat_w = (o.frames - 1) // 4 + 1, o.height // 8, o.width // 8
-        self.latent_shape = (1, config["in_channels"], lat_f, lat_h, lat_w)
-        p_t, p_h, p_w = config["patch_size"]
-        self.tokens = (lat_f // p_t) * (lat_h // p_h) * (lat_w // p_w)
-        self.text_len = TEXT_LEN if not o.tiny else 32
-        g = torch.Generator("cpu").manual_seed(o.seed)
-        self.latents0 = torch.randn(self.latent_shape, generator=g).to(self.device)
-        text_shape = (1, self.text_len, config["text_dim"])
-        self.prompt = torch.randn(text_shape, generator=g).to(self.device, self.dtype)
-        self.negative = torch.randn(text_shape, generator=g).to(self.device, self.dtype)
-        # As Wan-AI/Wan2.1-T2V-1.3B-Diffusers' scheduler_config.json (and tests/tiny_pipelines.py).
-        self.scheduler = UniPCMultistepScheduler(
-            prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0,
-            num_train_timesteps=1000, solver_order=2, solver_type="bh2", lower_order_final=True)
+    # -- sorakit ------------------------------------------------------------------------------
+    def table(self, **switches) -> dict:
+        o = self.o
+        return {"family": o.family, "path": self.path, "dtype": o.dtype, "device": o.device, "steps": o.steps,
+                "guidance": o.guidance, "fps": o.fps, "resolution": {"small": [o.width, o.height]},
+                "max_frames": o.frames, **switches}
+
+    def engine(self, **switches):
+        from sorakit.engines.diffusers_engine import DiffusersEngine
+        from sorakit.engines.models import parse_spec
+
+        return DiffusersEngine(parse_spec("bench", self.table(**switches)), self.weights_dir)
+
+    def job(self):
+        from sorakit.engines import RenderJob
+
+        o = self.o
+        return RenderJob("bench", PROMPT, o.width, o.height, o.frames, o.fps, seed=o.seed,
+                         params={"num_inference_steps": o.steps, "guidance_scale": o.guidance})
 
     def sync(self) -> None:
         if self.cuda:
-            self.torch.cuda.synchronize(self.device)
+            self.torch.cuda.synchronize()
 
     def reset_peak(self) -> None:
         if self.cuda:
-            self.torch.cuda.reset_peak_memory_stats(self.device)
+            self.torch.cuda.reset_peak_memory_stats()
 
     def peak_gib(self) -> float | None:
-        return self.torch.cuda.max_memory_allocated(self.device) / 2**30 if self.cuda else None
+        return self.torch.cuda.max_memory_allocated() / 2 ** 30 if self.cuda else None
 
-    def _forward(self, model, latents, t, embeds, name: str, i: int):
-        ctx = (model.cache_context(name, step_index=i, sigma=float(self.scheduler.sigmas[i]),
-                                   num_inference_steps=SCHEDULE_STEPS)
-               if hasattr(model, "cache_context") else contextlib.nullcontext())
-        with ctx:
-            return model(hidden_states=latents.to(self.dtype), timestep=t.expand(latents.shape[0]),
-                         encoder_hidden_states=embeds, return_dict=False)[0]
+    def free(self) -> None:
+        gc.collect()
+        if self.cuda:
+            self.torch.cuda.empty_cache()
 
-    def steps(self, model, n_warmup: int, n_timed: int, label: str) -> dict:
-        """Run the pipeline's CFG loop body; time each step and each forward."""
-        torch = self.torch
-        self.scheduler.set_timesteps(SCHEDULE_STEPS, device=self.device)
-        self.scheduler.set_begin_index(0)
-        timesteps = self.scheduler.timesteps
-        latents = self.latents0.clone()
-        step_s, fwd_s = [], []
-        with torch.no_grad():
-            for i in range(n_warmup + n_timed):
-                t = timesteps[i]
-                self.sync()
-                t0 = time.perf_counter()
-                cond = self._forward(model, latents, t, self.prompt, "cond", i)
-                self.sync()
-                t1 = time.perf_counter()
-                uncond = self._forward(model, latents, t, self.negative, "uncond", i)
-                self.sync()
-                t2 = time.perf_counter()
-                noise = uncond + GUIDANCE * (cond - uncond)
-                latents = self.scheduler.step(noise, t, latents, return_dict=False)[0]
-                self.sync()
-                t3 = time.perf_counter()
-                kind = "warm-up" if i < n_warmup else "timed"
-                log(f"{label}: {kind} step {i + 1}/{n_warmup + n_timed}: {t3 - t0:.3f} s "
-                    f"(forwards {t1 - t0:.3f} + {t2 - t1:.3f})")
-                if i >= n_warmup:
-                    step_s.append(t3 - t0)
-                    fwd_s += [t1 - t0, t2 - t1]
-        if not torch.isfinite(latents).all():
-            log(f"{label}: note: non-finite latents (random weights) -- timings still hold")
-        return {"s_per_step": stats(step_s), "s_per_forward": stats(fwd_s)}
+    def timed_run(self, run) -> tuple[np.ndarray, float, list[float]]:
+        """``run(on_step)`` -> frames; returns frames, end-to-end seconds and each step's end time."""
+        stamps: list[float] = []
 
-    def batched(self, model, n_warmup: int, n_timed: int, label: str) -> dict:
-        torch = self.torch
-        self.scheduler.set_timesteps(SCHEDULE_STEPS, device=self.device)
-        t = self.scheduler.timesteps[0]
-        latents = torch.cat([self.latents0, self.latents0])
-        embeds = torch.cat([self.prompt, self.negative])
-        times = []
-        with torch.no_grad():
-            for i in range(n_warmup + n_timed):
-                self.sync()
-                t0 = time.perf_counter()
-                out = self._forward(model, latents, t, embeds, "batched", 0)
-                cond, uncond = out.chunk(2)
-                _ = uncond + GUIDANCE * (cond - uncond)
-                self.sync()
-                dt = time.perf_counter() - t0
-                log(f"{label}: {'warm-up' if i < n_warmup else 'timed'} batched-2 forward "
-                    f"{i + 1}/{n_warmup + n_timed}: {dt:.3f} s")
-                if i >= n_warmup:
-                    times.append(dt)
-        return {"s_per_batched2_forward": stats(times)}
+        def on_step() -> None:
+            self.sync()
+            stamps.append(time.perf_counter())
 
-    def first_call(self, model, label: str) -> float:
-        """The first call of a compiled model: trace + compile + one run (one forward)."""
-        self.scheduler.set_timesteps(SCHEDULE_STEPS, device=self.device)
         self.sync()
-        t0 = time.perf_counter()
-        with self.torch.no_grad():
-            self._forward(model, self.latents0, self.scheduler.timesteps[0], self.prompt, "cond", 0)
+        start = time.perf_counter()
+        frames = run(on_step)
         self.sync()
-        dt = time.perf_counter() - t0
-        log(f"{label}: first call (compile + 1 forward) {dt:.1f} s")
-        return dt
+        end = time.perf_counter()
+        return frames, end - start, [start, *stamps]
+
+    def measure(self, name: str, load, run) -> dict:
+        """Load (timed), one first run, then ``--repeat`` timed runs; the frames' quality vs ``off``."""
+        self.reset_peak()
+        self.sync()
+        t = time.perf_counter()
+        loaded = load()
+        self.sync()
+        result: dict = {"load_s": time.perf_counter() - t}
+        frames, first, _ = self.timed_run(lambda on_step: run(loaded, on_step))
+        result["first_run_s"] = first
+        e2e, steps = [], []
+        for _ in range(self.o.repeat):
+            frames, seconds, stamps = self.timed_run(lambda on_step: run(loaded, on_step))
+            e2e.append(seconds)
+            gaps = np.diff(stamps)[1:self.o.steps]  # the steps after the first (which also encodes the prompt)
+            steps += list(gaps) if len(gaps) else list(np.diff(stamps)[:1])
+        if not e2e:  # --repeat 0: the first run is all there is
+            e2e = [first]
+        result.update(e2e_s=min(e2e), e2e_all=[round(x, 4) for x in e2e],
+                      s_per_step=statistics.median(steps) if steps else None, peak_gib=self.peak_gib(),
+                      frames_shape=list(frames.shape))
+        if name == "off":
+            self.reference = frames
+        if self.reference is not None:
+            result["psnr_db"] = psnr(frames, self.reference)
+            result["ssim"] = ssim(frames, self.reference)
+        result["_frames"] = frames
+        log(f"{name}: load {result['load_s']:.1f} s, first run {first:.2f} s, best {result['e2e_s']:.2f} s, "
+            f"{result['s_per_step'] or 0:.3f} s/step"
+            + (f", PSNR {result['psnr_db']:.1f} dB, SSIM {result['ssim']:.4f}" if "psnr_db" in result else ""))
+        return result
+
+    def sorakit(self, name: str, **switches) -> dict:
+        engine_box = {}
+
+        def load():
+            engine = self.engine(**switches)
+            engine.pipeline()  # what a worker's first task pays: load, switches, compile, warm-up
+            engine_box["engine"] = engine
+            return engine
+
+        def run(engine, on_step):
+            ctx = Ctx(on_step)
+            return engine.render(self.job(), ctx)
+
+        result = self.measure(name, load, run)
+        applied = getattr(engine_box.get("engine"), "_speed_applied", {}) or {}
+        result["warmup_s"] = applied.get("warmup_s")
+        result["switches"] = switches
+        engine_box.clear()
+        self.free()
+        return result
+
+    # -- stock diffusers ----------------------------------------------------------------------
+    def stock(self) -> dict:
+        import diffusers
+
+        torch, o = self.torch, self.o
+        args = self.engine().call_arguments(self.job())  # the very arguments sorakit passes
+
+        def load():
+            pipe = diffusers.DiffusionPipeline.from_pretrained(self.path, dtype=getattr(torch, o.dtype))
+            pipe.to(o.device)
+            pipe.set_progress_bar_config(disable=True)
+            return pipe
+
+        def run(pipe, on_step):
+            def callback(_pipe, _i, _t, kwargs):
+                on_step()
+                return kwargs
+
+            call = {**args, "generator": torch.Generator("cpu").manual_seed(o.seed)}
+            video = pipe(**call, callback_on_step_end=callback).frames[0]
+            return (np.clip(np.asarray(video, dtype=np.float32), 0, 1) * 255).round().astype(np.uint8)[:o.frames]
+
+        result = self.measure("stock", load, run)
+        self.free()
+        return result
+
+    def calibrate_magcache(self) -> list[float] | None:
+        """MagCache's ratios for this model, shape and step count (its calibration mode, on diffusers)."""
+        import diffusers
+        from diffusers.hooks import MagCacheConfig
+
+        torch, o = self.torch, self.o
+        pipe = diffusers.DiffusionPipeline.from_pretrained(self.path, dtype=getattr(torch, o.dtype)).to(o.device)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.transformer.enable_cache(MagCacheConfig(calibrate=True, num_inference_steps=o.steps))
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            args = self.engine().call_arguments(self.job())
+            pipe(**{**args, "generator": torch.Generator("cpu").manual_seed(o.seed)})
+        del pipe
+        self.free()
+        for line in printed.getvalue().splitlines():
+            if line.startswith("[") and line.rstrip().endswith("]") and "," in line:
+                return [float(x) for x in ast.literal_eval(line.strip())]
+        return None
 
 
-def stats(values: list[float]) -> dict:
-    return {"mean": statistics.fmean(values), "min": min(values), "max": max(values), "n": len(values),
-            "all": [round(v, 5) for v in values]}
+class Ctx:
+    """The engine's render context: each progress report after a scheduler step is a step's end."""
+
+    def __init__(self, on_step) -> None:
+        self.on_step, self.last = on_step, None
+
+    def progress(self, fraction: float) -> None:
+        if fraction != self.last and fraction < 1.0:
+            self.last = fraction
+            self.on_step()
+
+    def check_cancel(self) -> None:
+        pass
+
+    def audio(self, track) -> None:
+        pass
 
 
-def run_variant(bench: Bench, model, label: str, o, *, compiled_from=None, do_batched: bool) -> dict:
-    result: dict = {}
-    bench.reset_peak()
-    if compiled_from is not None:
-        result["compile_first_call_s"] = bench.first_call(model, label)
-    result.update(bench.steps(model, o.warmup, o.steps, label))
-    if do_batched:
-        result.update(bench.batched(model, 1, max(2, o.steps // 2), label))
-    result["peak_memory_gib"] = bench.peak_gib()
-    return result
+# -- the variants ---------------------------------------------------------------------------------
+
+def variants(o, torch) -> list[tuple[str, dict]]:
+    """(name, switches) for sorakit's runs after ``off``."""
+    from diffusers.models import attention_dispatch as dispatch
+
+    found: list[tuple[str, dict]] = []
+    extra = {"compile_mode": o.compile_mode} if o.compile_mode else {}
+    if not o.tiny or o.compile:
+        found += [("compile=repeated_blocks", {"compile": "repeated_blocks", **extra}),
+                  ("compile=full", {"compile": "full", **extra})]
+    names = CPU_BACKENDS
+    if o.device.startswith("cuda"):
+        names = GPU_BACKENDS + (SLOW_BACKENDS if o.all_backends else ())
+    for name in names:
+        try:
+            dispatch._check_attention_backend_requirements(dispatch.AttentionBackendName(name))
+        except (RuntimeError, ValueError):
+            continue  # its package is not installed
+        found.append((f"attention={name}", {"attention_backend": name}))
+    found += [("cache=first_block", {"cache": {"type": "first_block", "threshold": 0.05}}),
+              ("cache=taylorseer", {"cache": {"type": "taylorseer"}}),
+              ("cache=pab", {"cache": {"type": "pab", "spatial_attention_block_skip_range": 2}}),
+              ("cache=magcache", {"cache": {"type": "magcache"}}),  # ratios filled in after calibration
+              ("cache=faster_cache", {"cache": {"type": "faster_cache"}})]
+    if not o.tiny or o.compile:
+        found.append(("compile=repeated_blocks+cache=first_block",
+                      {"compile": "repeated_blocks", **extra, "cache": {"type": "first_block", "threshold": 0.05}}))
+    return found
+
+
+def wanted(o, name: str) -> bool:
+    if o.only and not any(s in name for s in o.only):
+        return name in ("stock", "off")
+    return not any(s in name for s in o.skip)
 
 
 def main(argv=None) -> int:
     o = parse_args(argv)
     import torch
 
-    check_args(o, torch)
+    if o.device.startswith("cuda") and not torch.cuda.is_available():
+        fail(f"CUDA is not available (torch {torch.__version__}, built for CUDA {torch.version.cuda}); this "
+             "benchmark times a GPU. Check the script itself with: --device cpu --tiny")
+    if o.device == "cpu" and not o.tiny and not o.model_path:
+        fail("the full-size model on the CPU would take hours: pass --tiny")
+    if (o.frames - 1) % 4 or o.width % 16 or o.height % 16:
+        fail(f"Wan needs 4k+1 frames and sizes by 16; got {o.width}x{o.height}, {o.frames} frames")
     import diffusers
     from diffusers.utils import logging as dlogging
 
     dlogging.set_verbosity_error()
-    config = TINY if o.tiny else WAN_1_3B
-    dtype = getattr(torch, o.dtype)
-    device = torch.device(o.device)
+    dlogging.disable_progress_bar()
+    with contextlib.suppress(Exception):
+        from transformers.utils import logging as tlogging
+
+        tlogging.set_verbosity_error()
+        tlogging.disable_progress_bar()
+    torch.manual_seed(o.seed)
     env = {"torch": torch.__version__, "diffusers": diffusers.__version__, "python": platform.python_version(),
-           "device": o.device, "cuda": torch.version.cuda,
-           "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+           "device": o.device, "gpu": torch.cuda.get_device_name(0) if o.device.startswith("cuda") else None,
            "cpu_threads": torch.get_num_threads()}
-    if device.type == "cuda":
-        env["flash_sdp_enabled"] = torch.backends.cuda.flash_sdp_enabled()
-    n_params = count_params(config, torch)
-    log(f"Wan 2.1 T2V {'TINY (smoke) ' if o.tiny else '1.3B '}transformer: {n_params / 1e6:.1f}M parameters, "
-        f"{config['num_layers']} layers, {config['num_attention_heads']}x{config['attention_head_dim']} heads; "
-        f"{o.width}x{o.height}, {o.frames} frames, {o.dtype}, on {env['gpu'] or o.device}")
-    results: dict = {"config": {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()},
-                     "params": n_params, "args": {k: str(v) if isinstance(v, Path) else v
-                                                  for k, v in vars(o).items()},
-                     "env": env, "variants": {}, "skipped": []}
+    results: dict = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(o).items()}, "env": env,
+                     "variants": {}}
+    with tempfile.TemporaryDirectory(prefix="sorakit-bench-") as tmp:
+        tmp = Path(tmp)
+        if o.model_path:
+            path = o.model_path
+            log(f"weights: {path}")
+        else:
+            log(f"building a random-weight Wan 2.1 {'TOY' if o.tiny else '1.3B'} pipeline ...")
+            path = str(build_random_wan(tmp / "wan", o.tiny, getattr(torch, o.dtype), o.device, o.seed))
+            log(f"saved to {path}")
+        results["weights"] = "random" if not o.model_path else path
+        log(f"{o.width}x{o.height}, {o.frames} frames, {o.steps} steps, guidance {o.guidance}, {o.dtype}, "
+            f"on {env['gpu'] or o.device}")
+        bench = Bench(o, torch, path, tmp / "models")
 
-    if o.tiny:
-        results["dtype_layout_matches_from_pretrained"] = ok = \
-            check_layout_against_from_pretrained(config, dtype, torch)
-        log(f"dtype layout (fp32 keep-modules) matches from_pretrained(dtype={o.dtype}): {ok}")
-
-    t = time.perf_counter()
-    model = build_transformer(config, device, dtype, o.seed, torch)
-    bench = Bench(o, torch, config)
-    if bench.cuda:
-        torch.cuda.synchronize(device)
-    results["build_s"] = time.perf_counter() - t
-    results["weights_gib"] = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30
-    results["latent_shape"] = list(bench.latent_shape)
-    results["tokens"] = bench.tokens
-    results["text_len"] = bench.text_len
-    flops = forward_flops(config, bench.tokens, bench.text_len)
-    results["est_tflop_per_forward"] = flops / 1e12
-    log(f"built on {o.device} in {results['build_s']:.1f} s ({results['weights_gib']:.2f} GiB of weights); "
-        f"latents {tuple(bench.latent_shape)} -> {bench.tokens} tokens, text {bench.text_len} tokens; "
-        f"~{flops / 1e12:.1f} TFLOP per forward")
-    write(o, results)
-
-    do_batched = not o.no_batched
-    results["variants"]["eager"] = run_variant(bench, model, "eager", o, do_batched=do_batched)
-    write(o, results)
-
-    if not o.no_compile:
-        guarded(results, "compile", lambda: run_variant(
-            bench, torch.compile(model, mode=o.compile_mode), "compile", o, compiled_from=model,
-            do_batched=do_batched and o.compile_batched and within_budget(o, results, "compiled batched-2")))
-        write(o, results)
-        if o.regional and within_budget(o, results, "regional compile"):
-            def regional() -> dict:
-                t = time.perf_counter()
-                model.compile_repeated_blocks(mode=o.compile_mode)  # compiles the blocks in place
-                log(f"regional: compile_repeated_blocks() set up in {time.perf_counter() - t:.1f} s")
-                return run_variant(bench, model, "regional", o, compiled_from=model, do_batched=False)
-
-            guarded(results, "regional", regional)
+        def record(name: str, run) -> None:
+            if not wanted(o, name):
+                return
+            try:
+                results["variants"][name] = run()
+            except Exception as exc:  # noqa: BLE001 - a refused or failing switch is a result too
+                reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+                results["variants"][name] = {"error": reason[:1500]}
+                log(f"{name}: {'refused' if hasattr(exc, 'reason') else 'FAILED'}: {reason[:300]}")
+            bench.free()
             write(o, results)
+
+        record("stock", bench.stock)
+        record("off", lambda: bench.sorakit("off"))
+        for name, switches in variants(o, torch):
+            if not wanted(o, name):
+                continue
+            if name == "cache=magcache":
+                ratios = bench.calibrate_magcache()
+                if not ratios:
+                    results["variants"][name] = {"error": "MagCache calibration printed no ratios"}
+                    continue
+                switches = {"cache": {"type": "magcache", "mag_ratios": ratios, "num_inference_steps": o.steps}}
+                log(f"magcache: calibrated {len(ratios)} ratios on this shape")
+            record(name, lambda n=name, s=switches: bench.sorakit(n, **s))
     results["total_s"] = time.perf_counter() - T0
+    for r in results["variants"].values():
+        r.pop("_frames", None)
     write(o, results)
-    report(results, flops)
-    return 1 if any("error" in r for r in results["variants"].values()) else 0
-
-
-def guarded(results: dict, name: str, run) -> None:
-    """A compile failure (no compiler, an inductor bug) is recorded; the eager figures stand."""
-    try:
-        results["variants"][name] = run()
-    except Exception as exc:  # noqa: BLE001 - reported, and the exit status says so
-        results["variants"][name] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
-        log(f"{name}: FAILED: {type(exc).__name__}: {str(exc)[:500]}")
-
-
-def within_budget(o, results: dict, what: str) -> bool:
-    if time.perf_counter() - T0 < o.budget:
-        return True
-    results["skipped"].append(f"{what}: past --budget {o.budget:g} s")
-    log(f"skipping {what}: past --budget {o.budget:g} s")
-    return False
+    report(results)
+    stock, off = results["variants"].get("stock", {}), results["variants"].get("off", {})
+    if "error" in stock or "error" in off:
+        return 1
+    return 0
 
 
 def write(o, results: dict) -> None:
     if o.out:
+        clean = {**results, "variants": {k: {kk: vv for kk, vv in v.items() if kk != "_frames"}
+                                         for k, v in results["variants"].items()}}
         o.out.parent.mkdir(parents=True, exist_ok=True)
-        o.out.write_text(json.dumps(results, indent=2) + "\n")
+        o.out.write_text(json.dumps(clean, indent=2, default=str) + "\n")
 
 
-def report(results: dict, flops: float) -> None:
+def _fmt(value, spec: str, none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+def report(results: dict) -> None:
+    rows = results["variants"]
+    stock = rows.get("stock", {})
     print()
-    print(f"{'variant':<10} {'s/step mean':>11} {'s/step min':>10} {'s/fwd mean':>10} {'batched-2 s':>11} "
-          f"{'compile s':>9} {'peak GiB':>8} {'~TFLOP/s':>8}")
-    eager = results["variants"].get("eager", {}).get("s_per_step", {}).get("min")
-    for name, r in results["variants"].items():
+    head = (f"{'variant':<42} {'load s':>7} {'warm-up':>7} {'1st run':>7} {'s/step':>8} {'x stock':>7} "
+            f"{'e2e s':>8} {'x stock':>7} {'PSNR dB':>7} {'SSIM':>6} {'peak GiB':>8}")
+    print(head)
+    print("-" * len(head))
+    for name, r in rows.items():
         if "error" in r:
-            print(f"{name:<10} failed: {r['error'][:200]}")
+            print(f"{name:<42} refused/failed: {r['error'][:150]}")
             continue
-        b = r.get("s_per_batched2_forward", {}).get("min")
-        fwd = r["s_per_forward"]["mean"]
-        peak = r.get("peak_memory_gib")
-        comp = r.get("compile_first_call_s")
-        cells = [f"{b:.3f}" if b else "-", f"{comp:.1f}" if comp is not None else "-",
-                 f"{peak:.2f}" if peak is not None else "-"]
-        print(f"{name:<10} {r['s_per_step']['mean']:>11.3f} {r['s_per_step']['min']:>10.3f} {fwd:>10.3f} "
-              f"{cells[0]:>11} {cells[1]:>9} {cells[2]:>8} {flops / fwd / 1e12:>8.1f}")
-    for name, r in results["variants"].items():
-        if name != "eager" and eager and "error" not in r:
-            print(f"{name}: speed-up over eager (best s/step) {eager / r['s_per_step']['min']:.2f}x")
-    print("s/step = 2 forwards (cond + uncond, as WanPipeline with CFG) + guidance + scheduler.step; "
-          "batched-2 = both in one forward. 50 steps ~ 50 x s/step (+ text encoder and VAE decode).")
-    for note in results["skipped"]:
-        print(f"skipped: {note}")
+        step_x = stock["s_per_step"] / r["s_per_step"] if stock.get("s_per_step") and r.get("s_per_step") else None
+        e2e_x = stock["e2e_s"] / r["e2e_s"] if stock.get("e2e_s") else None
+        p = r.get("psnr_db")
+        print(f"{name:<42} {r['load_s']:>7.1f} {_fmt(r.get('warmup_s'), '.1f'):>7} {r['first_run_s']:>7.2f} "
+              f"{_fmt(r.get('s_per_step'), '.3f'):>8} {_fmt(step_x, '.2f'):>7} {r['e2e_s']:>8.2f} "
+              f"{_fmt(e2e_x, '.2f'):>7} {('inf' if p == math.inf else _fmt(p, '.1f')):>7} "
+              f"{_fmt(r.get('ssim'), '.3f'):>6} {_fmt(r.get('peak_gib'), '.2f'):>8}")
+    print("x stock = stock seconds / variant seconds (above 1: faster than stock diffusers). PSNR/SSIM: frames "
+          "against sorakit's switch-off run at the same seed (inf / 1.000: identical).")
+    if results.get("weights") == "random":
+        print("Random weights: timings hold, the quality columns compare noise; use --model-path for real ones.")
     print(f"total {results['total_s']:.1f} s")
 
 

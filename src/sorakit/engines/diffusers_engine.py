@@ -1,10 +1,13 @@
-"""The diffusers engine: open text-to-video models (Wan, LTX-Video, CogVideoX) behind the API.
+"""The diffusers engine: open text-to-video models (Wan, LTX-Video, CogVideoX, LTX-2, HunyuanVideo 1.5,
+Wan 2.2 TI2V) behind the API.
 
 - A pipeline loads once per worker thread and stays resident (schedulers keep per-run state and
   are not thread-safe, so threads never share one).
 - Progress and cancellation come from wrapping the scheduler's ``step``: every family gets the
   same hook, and raising :class:`Cancelled` there stops the run before the VAE decode (setting
-  ``pipe._interrupt`` would still decode).
+  ``pipe._interrupt`` would still decode). It also serves pipelines that take no step callback
+  (HunyuanVideo 1.5), and counts LTX-2's steps once although LTX-2 steps a deep copy of the
+  scheduler for its audio latents too (see :class:`StepHook`).
 - Denoising is 90 % of the engine's stage, the VAE decode the rest; the worker adds encoding.
 - The pipeline renders the next frame count on the family's ``tk+1`` rule at or above
   ``job.n_frames`` and only ``job.n_frames`` frames are yielded, so an exact plan (the official
@@ -39,24 +42,48 @@ Operations (the table in :mod:`.families` names each family's classes):
   resident text-to-video pipeline too (float32 doubles its memory; bfloat16 undoes the modules
   ``from_pretrained`` keeps in float32). ``LTXConditionPipeline`` passes its own (linear-quadratic)
   timesteps without the ``mu`` a dynamically shifting scheduler needs (LTX-Video 0.9.0/0.9.1's), so
-  it gets a copy of the scheduler with ``use_dynamic_shifting=False``.
+  it gets a copy of the scheduler with ``use_dynamic_shifting=False``. A derived pipeline also takes
+  the base's pipeline settings its class accepts (Wan 2.2 TI2V's ``expand_timesteps``), and its
+  VAE factors from the VAE's config where diffusers derives them otherwise (Wan 2.2's x16 VAE in
+  ``WanVideoToVideoPipeline``, which assumes x8).
+
+Sound (the ``audio`` operation; LTX-2): the pipeline always denoises sound with the picture (its
+transformer is joint) and returns it as ``output.audio`` (batch, channels, samples) at
+``pipe.vocoder.config.output_sampling_rate``. With ``job.audio`` the engine hands ``ctx.audio`` an
+:class:`AudioTrack` of exactly the yielded frames' duration (an extension's conditioning frames'
+sound dropped with them, the render's extra frames' trimmed, the causal audio VAE's missing tail
+of up to 30 ms padded with silence) before yielding any frame; without it the sound is dropped.
+
+Per-run pipeline state: HunyuanVideo 1.5 takes guidance through its ``guider`` (the checkpoint's own
+unless the request or model sets one, then ``guider.new(guidance_scale=...)``), and its image
+pipeline takes no size (it picks an aspect bucket): the planned size is pinned for the run.
+
+Two-stage generation (LTX-2 with ``upsampler_path``, read with ``getattr`` until ModelSpec has it):
+text- and image-to-video render stage 1 at half the size (``output_type="latent"``), upsample the
+latents x2 with ``LTX2LatentUpsamplePipeline``, and refine them at the full size with the same
+pipeline class on a static-shift scheduler copy and ``STAGE_2_DISTILLED_SIGMA_VALUES`` (3 steps,
+re-noised to the first, no guidance), as diffusers' LTX-2 docs; the stage-1 sound latents go with
+them. Progress counts both stages' steps. Sizes then go by 64 and start at 128. Remix and extend
+stay one stage.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .base import OPERATION_NAMES, Cancelled, Engine, EngineError, Plan, PlanRefused, RenderContext, RenderJob
+from .base import (OPERATION_NAMES, AudioTrack, Cancelled, Engine, EngineError, Plan, PlanRefused, RenderContext,
+                   RenderJob)
 from .families import FAMILIES
 from .models import ModelSpec, local_dir
 
@@ -65,6 +92,8 @@ DENOISE_SHARE = 0.9
 PRESENCE_TTL = 30.0  # seconds a "files present" answer is trusted (create checks it)
 #: the pipeline kind (this thread's cache key) each operation runs on
 KINDS = {"generate": "t2v", "image": "i2v", "remix": "v2v"}
+#: families whose model ships a latent upsampler for two-stage generation (``upsampler_path``)
+TWO_STAGE_FAMILIES = ("ltx2",)
 
 
 def _missing_extra() -> str | None:
@@ -77,30 +106,43 @@ def _missing_extra() -> str | None:
 
 
 class StepHook:
-    """Wraps ``pipe.scheduler.step``: counts steps into progress, raises on cancel."""
+    """Wraps ``pipe.scheduler.step``: counts steps into progress, raises on cancel.
 
-    def __init__(self, pipe, ctx: RenderContext, total: int) -> None:
-        self.pipe, self.ctx, self.total, self.done = pipe, ctx, max(total, 1), 0
+    The scheduler's class is swapped for a subclass whose ``step`` counts, for as long as the hook
+    is entered. An attribute on the instance would not do: LTX-2 deep-copies the scheduler for its
+    audio latents, and a copied instance attribute would step the original scheduler a second time
+    per step. A copy keeps the subclass but its ``step`` only passes through. ``done`` may start
+    above 0 (a second stage continues the first one's count)."""
+
+    def __init__(self, pipe, ctx: RenderContext, total: int, done: int = 0) -> None:
+        self.pipe, self.ctx, self.total, self.done = pipe, ctx, max(total, 1), done
+        self._scheduler = self._class = None
 
     def __enter__(self) -> StepHook:
-        scheduler = self.pipe.scheduler
-        original = scheduler.step
+        scheduler = self._scheduler = self.pipe.scheduler
+        cls = self._class = type(scheduler)
+        original = cls.step
+        hook = self
 
         # wraps() keeps step's signature visible: CogVideoX inspects it to decide whether to pass
         # its generator, and without it silently draws from the global RNG (seeds stop working).
         @functools.wraps(original)
-        def step(*args, **kwargs):
-            self.ctx.check_cancel()
-            result = original(*args, **kwargs)
-            self.done += 1
-            self.ctx.progress(DENOISE_SHARE * min(self.done / self.total, 1.0))
+        def step(this, *args, **kwargs):
+            if this is not scheduler:  # a copy (LTX-2's audio scheduler): not a step of its own
+                return original(this, *args, **kwargs)
+            hook.ctx.check_cancel()
+            result = original(this, *args, **kwargs)
+            hook.done += 1
+            hook.ctx.progress(DENOISE_SHARE * min(hook.done / hook.total, 1.0))
             return result
 
-        scheduler.step = step
+        scheduler.__class__ = type(cls.__name__, (cls,), {"step": step, "__module__": cls.__module__,
+                                                          "__qualname__": cls.__qualname__})
         return self
 
     def __exit__(self, *exc) -> None:
-        self.pipe.scheduler.__dict__.pop("step", None)
+        if self._scheduler is not None:
+            self._scheduler.__class__ = self._class
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -125,6 +167,12 @@ class Call:
     args: dict[str, Any]
     steps: int  # scheduler steps the run takes (a strength below 1 runs fewer)
     skip: int = 0  # leading frames that are the conditioning, not the answer
+    #: guidance for a family that takes it through its ``guider`` (None: the checkpoint's own)
+    guidance: float | None = None
+    #: the size an image-to-video pipeline that takes none must make (HunyuanVideo 1.5)
+    pinned_size: tuple[int, int] | None = None
+    #: two-stage generation: stage 2's extra arguments (the latents are added at run time)
+    refine: dict[str, Any] = field(default_factory=dict)
 
 
 class DiffusersEngine(Engine):
@@ -134,6 +182,12 @@ class DiffusersEngine(Engine):
     def __init__(self, spec: ModelSpec, weights_dir: Path) -> None:
         self.spec, self.family = spec, FAMILIES[spec.family]
         self.name = spec.name
+        #: a latent upsampler for two-stage generation (ModelSpec ``upsampler_path``; LTX-2)
+        self.upsampler_path: str | None = getattr(spec, "upsampler_path", None) or None
+        if self.two_stage:
+            # Stage 1 renders at half the size, itself on the family's multiple and minimum.
+            f = self.family
+            self.family = dataclasses.replace(f, multiple=2 * f.multiple, min_side=2 * max(f.min_side, f.multiple))
         self.weights_dir = weights_dir
         self._local = threading.local()
         self._presence: tuple[float, str | None] | None = None
@@ -142,8 +196,15 @@ class DiffusersEngine(Engine):
     def supports_image(self) -> bool:  # type: ignore[override]
         return bool(self.spec.image_path) or self.family.i2v_shares_weights
 
+    @property
+    def two_stage(self) -> bool:
+        """Generate and image-to-video run in two stages (half size, x2 latent upsample, refine)."""
+        return bool(self.upsampler_path) and self.spec.family in TWO_STAGE_FAMILIES
+
     def operations(self) -> frozenset[str]:
         ops = {"generate"}
+        if self.family.audio:
+            ops.add("audio")
         if self.supports_image:
             ops.add("image")
         if self.family.v2v_class:
@@ -167,6 +228,8 @@ class DiffusersEngine(Engine):
 
     def pipeline_class(self, operation: str) -> str:
         """The diffusers pipeline class ``operation`` runs on this model."""
+        if operation == "audio":  # sound comes with the frames of whichever pipeline runs
+            operation = "generate"
         kind = self._kind(operation)
         f = self.family
         return {"t2v": f.t2v_class, "i2v": f.i2v_class, "v2v": f.v2v_class}[kind] or ""
@@ -176,6 +239,9 @@ class DiffusersEngine(Engine):
                 "pipelines": {op: self.pipeline_class(op) for op in sorted(self.operations())}}
         if operation is not None and operation in self.operations():
             info["pipeline"] = self.pipeline_class(operation)
+        from . import speed
+
+        info["speed"] = speed.describe(self.spec)  # the switches applied at load (an unapplicable one fails it)
         return info
 
     def plan(self, orientation: str, size: str, n_frames: int, image: bool = False) -> Plan:
@@ -204,9 +270,42 @@ class DiffusersEngine(Engine):
         now = time.monotonic()
         if self._presence and now - self._presence[0] < PRESENCE_TTL:
             return self._presence[1]
-        reason = _missing_extra() or (None if self.files() else self.missing_files_message())
+        reason = (_missing_extra() or (None if self.files() else self.missing_files_message())
+                  or self._upsampler_problem())
         self._presence = (now, reason)
         return reason
+
+    def upsampler_dir(self) -> Path | None:
+        """The latent upsampler's folder (``config.json`` + weights): ``upsampler_path`` itself, its
+        ``latent_upsampler`` subfolder (as in Lightricks/LTX-2), a folder of the model's own files, or
+        a hub id's snapshot in the Hugging Face cache."""
+        raw = self.upsampler_path
+        if not raw:
+            return None
+        candidates = [Path(raw).expanduser(), self.weights_dir / f"{self.name}-upsampler"]
+        model = self.files()
+        if model is not None:
+            candidates.append(model / raw)
+        snapshot = _hub_snapshot(raw)
+        if snapshot is not None:
+            candidates.append(snapshot)
+        for candidate in candidates:
+            for folder in (candidate, candidate / "latent_upsampler"):
+                if (folder / "config.json").is_file():
+                    return folder
+        return None
+
+    def _upsampler_problem(self) -> str | None:
+        if not self.upsampler_path:
+            return None
+        if self.spec.family not in TWO_STAGE_FAMILIES:
+            return (f"models.{self.name}.upsampler_path is set, but only {', '.join(TWO_STAGE_FAMILIES)} models "
+                    f"generate in two stages; remove it.")
+        if self.upsampler_dir() is None:
+            return (f"the latent upsampler of model {self.name!r} ({self.upsampler_path}) is not on this machine: "
+                    f"set models.{self.name}.upsampler_path to a folder holding its config.json (or a model "
+                    f"folder with a latent_upsampler/ subfolder).")
+        return None
 
     # -- loading --------------------------------------------------------------------------------
     def _kind(self, operation: str) -> str:
@@ -215,7 +314,8 @@ class DiffusersEngine(Engine):
         return KINDS[operation]
 
     def pipeline(self, image: bool = False, kind: str | None = None):
-        """This thread's pipeline of ``kind`` ("t2v", "i2v", "v2v"; default by ``image``), loaded on
+        """This thread's pipeline of ``kind`` ("t2v", "i2v", "v2v"; two-stage models also "up", the
+        latent upsampler, and "t2v-refine"/"i2v-refine", stage 2; default by ``image``), loaded on
         first use and kept."""
         key = kind or ("i2v" if image else "t2v")
         cache = self._local.__dict__
@@ -235,6 +335,14 @@ class DiffusersEngine(Engine):
                               f"available; set models.{self.name}.device = \"cpu\".", code="device_missing")
         if kind == "v2v":
             return self._derive(self.family.v2v_class, self.pipeline(kind="t2v"))
+        if kind == "up":
+            return self._upsample_pipeline(torch)
+        if kind.endswith("-refine"):
+            # Stage 2 takes the distilled sigmas as they are: a static-shift copy of the scheduler.
+            base = self.pipeline(kind=kind.removesuffix("-refine"))
+            config = base.scheduler.config
+            scheduler = type(base.scheduler).from_config(config, use_dynamic_shifting=False, shift_terminal=None)
+            return self._derive(type(base).__name__, base, scheduler=scheduler)
         image = kind == "i2v"
         if image and self.family.i2v_shares_weights and not self.spec.image_path:
             return self._derive(self.family.i2v_class, self.pipeline(kind="t2v"))
@@ -245,8 +353,10 @@ class DiffusersEngine(Engine):
         pipe = cls.from_pretrained(path, dtype=getattr(torch, self.spec.dtype))
         return self._place(pipe, torch)
 
-    def _derive(self, class_name: str, base):
-        """A pipeline of ``class_name`` on ``base``'s modules (already placed, tiled, compiled).
+    def _derive(self, class_name: str, base, scheduler=None):
+        """A pipeline of ``class_name`` on ``base``'s modules (already placed, tiled, compiled), with
+        ``base``'s pipeline settings it takes too (Wan 2.2 TI2V's ``expand_timesteps``) and, when
+        given, its own ``scheduler``.
 
         Not ``from_pipe``: it ``.to(dtype)``-casts the shared modules (see the module docstring)."""
         import diffusers
@@ -254,30 +364,62 @@ class DiffusersEngine(Engine):
         cls = getattr(diffusers, class_name)
         wanted = inspect.signature(cls.__init__).parameters
         components = {name: module for name, module in base.components.items() if name in wanted}
+        settings = {name: value for name, value in base.config.items()
+                    if name in wanted and name not in base.components and not name.startswith("_")}
+        if scheduler is not None:
+            components["scheduler"] = scheduler
         scheduler = components.get("scheduler")
-        if (self.family.remix_style == "conditions" and class_name == self.family.v2v_class
-                and getattr(scheduler.config, "use_dynamic_shifting", False)):
+        if (self.family.remix_style == "conditions" and self.family.conditions_api == "ltx"
+                and class_name == self.family.v2v_class and getattr(scheduler.config, "use_dynamic_shifting", False)):
             # LTXConditionPipeline sets its own timesteps and passes no ``mu``: without this the
             # scheduler raises "`mu` must be passed when `use_dynamic_shifting` is set to be `True`".
+            # (LTX2ConditionPipeline passes ``mu``.)
             components["scheduler"] = type(scheduler).from_config(scheduler.config, use_dynamic_shifting=False)
-        pipe = cls(**components)
+        pipe = cls(**components, **settings)
+        vae_config = getattr(getattr(pipe, "vae", None), "config", {})
+        if ("scale_factor_spatial" in vae_config
+                and getattr(pipe, "vae_scale_factor_spatial", None) not in (None, vae_config["scale_factor_spatial"])):
+            # diffusers 0.42.1's WanVideoToVideoPipeline derives its factors from the VAE's downsampling
+            # count (x8), not from the VAE's config: Wan 2.2's VAE patches by 2 on top (x16).
+            from diffusers.video_processor import VideoProcessor
+
+            pipe.vae_scale_factor_spatial = vae_config["scale_factor_spatial"]
+            pipe.vae_scale_factor_temporal = vae_config["scale_factor_temporal"]
+            pipe.video_processor = VideoProcessor(vae_scale_factor=pipe.vae_scale_factor_spatial)
         pipe._sorakit_base = base  # its offload hooks are the base's: freed with it
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
+    def _upsample_pipeline(self, torch):
+        """``LTX2LatentUpsamplePipeline`` on the text-to-video VAE and the configured upsampler."""
+        from diffusers import LTX2LatentUpsamplePipeline
+        from diffusers.pipelines.ltx2.latent_upsampler import LTX2LatentUpsamplerModel
+
+        reason = self._upsampler_problem()
+        if reason:
+            raise EngineError(f"Cannot run: {reason}", code="model_missing")
+        base = self.pipeline(kind="t2v")
+        upsampler = LTX2LatentUpsamplerModel.from_pretrained(self.upsampler_dir(),
+                                                              dtype=getattr(torch, self.spec.dtype))
+        upsampler.to(self.spec.device)  # small; it sees only latents, so it stays on the device
+        pipe = LTX2LatentUpsamplePipeline(vae=base.vae, latent_upsampler=upsampler)
+        pipe._sorakit_base = base
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
     def _place(self, pipe, torch):
+        """Put a freshly loaded pipeline on its device and apply the model's speed switches (VAE
+        tiling/slicing, attention backend, cache, compile, then a warm-up run: engines/speed.py).
+        A switch that cannot apply raises ``speed.SpeedSwitchError`` naming ``models.NAME.key``."""
+        from . import speed
+
         spec = self.spec
         if spec.cpu_offload:
             pipe.enable_model_cpu_offload(device=spec.device)
         else:
             pipe.to(spec.device)
-        if spec.vae_tiling and hasattr(pipe.vae, "enable_tiling"):
-            pipe.vae.enable_tiling()
-        if spec.vae_slicing and hasattr(pipe.vae, "enable_slicing"):
-            pipe.vae.enable_slicing()
-        if spec.compile:
-            pipe.transformer = torch.compile(pipe.transformer)
         pipe.set_progress_bar_config(disable=True)
+        self._speed_applied = speed.apply(self, pipe, torch)
         return pipe
 
     # -- running ----------------------------------------------------------------------------------
@@ -301,26 +443,59 @@ class DiffusersEngine(Engine):
             raise EngineError(reason, code="unsupported_operation")
         f, spec, params = self.family, self.spec, job.params or {}
         steps = max(int(_first(params.get("num_inference_steps"), spec.steps, f.steps)), f.min_steps)
+        guidance = _first(params.get("guidance_scale"), spec.guidance, f.guidance)
         args = {
             "prompt": f.prompt_with_style(job.prompt, job.style_id),
             "negative_prompt": _first(params.get("negative_prompt"), spec.negative_prompt, f.negative_prompt),
             "width": job.width, "height": job.height, "num_frames": f.render_frames(job.n_frames),
             "num_inference_steps": steps,
-            "guidance_scale": float(_first(params.get("guidance_scale"), spec.guidance, f.guidance)),
+            "guidance_scale": float(guidance),
             # A CPU generator gives the same noise on every device: same seed, same frames.
             "generator": torch.Generator("cpu").manual_seed(job.seed if job.seed is not None else 0),
             "output_type": "np", **f.extra,
         }
         if "frame_rate" in args:
-            args["frame_rate"] = job.fps  # LTX conditions its positions on the frame rate
+            args["frame_rate"] = job.fps  # LTX conditions its positions (LTX-2 also its sound) on it
         call = Call(self._kind(operation), args, steps)
+        if f.guidance_via == "guider":
+            # No guidance_scale argument: the pipeline's guider carries it (the checkpoint's own
+            # unless the request or the model sets one).
+            del args["guidance_scale"]
+            given = _first(params.get("guidance_scale"), spec.guidance, False)
+            call.guidance = None if given is False else float(given)
         if operation == "image":
             args["image"] = _open_image(job.image, job.width, job.height)
+            self._pin_size(call)
+            if self.two_stage:
+                self._stage_one(job, call)
         elif operation == "remix":
             self._remix(job, call)
         elif operation == "extend":
             self._extend(job, call)
+        elif self.two_stage:
+            self._stage_one(job, call)
         return call
+
+    def _pin_size(self, call: Call) -> None:
+        """An image-to-video pipeline that takes no size (HunyuanVideo 1.5's picks an aspect bucket
+        near the image's) is held to the planned one."""
+        if call.kind == "i2v" and not self.family.i2v_takes_size:
+            call.pinned_size = (call.args.pop("width"), call.args.pop("height"))
+
+    def _stage_one(self, job: RenderJob, call: Call) -> None:
+        """Two-stage generation: stage 1 at half size returns latents; stage 2 (``call.refine``)
+        refines their x2 upsampling at the full size with the distilled stage-2 sigmas."""
+        from diffusers.pipelines.ltx2.utils import STAGE_2_DISTILLED_SIGMA_VALUES as SIGMAS
+
+        args = call.args
+        args.update(width=job.width // 2, height=job.height // 2, output_type="latent")
+        # As diffusers' LTX-2 two-stage recipe: re-noise to the first sigma, no guidance of any kind.
+        call.refine = {"width": job.width, "height": job.height, "sigmas": list(SIGMAS),
+                       "num_inference_steps": len(SIGMAS), "noise_scale": SIGMAS[0], "output_type": "np",
+                       "guidance_scale": 1.0, "audio_guidance_scale": 1.0, "stg_scale": 0.0, "audio_stg_scale": 0.0,
+                       "modality_scale": 1.0, "audio_modality_scale": 1.0, "guidance_rescale": 0.0,
+                       "audio_guidance_rescale": 0.0}
+        call.steps += len(SIGMAS)
 
     def _remix(self, job: RenderJob, call: Call) -> None:
         if job.source is None:
@@ -330,12 +505,11 @@ class DiffusersEngine(Engine):
         rendered = f.clean_frames(job.n_frames)
         video = _source_clip(job.source, rendered, job.fps, job.width, job.height)
         if f.remix_style == "conditions":
-            from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
-
-            # The source latents start at noise level ``strength`` and are held there until the
-            # schedule comes down to it (per-token timesteps): SDEdit, with every step run.
+            # LTX: the source latents start at noise level ``strength`` and are held there until the
+            # schedule comes down to it (per-token timesteps): SDEdit, with every step run. LTX-2:
+            # they start there and pull each step's estimate towards them by ``1 - strength``.
             args["num_frames"] = rendered
-            args["conditions"] = [LTXVideoCondition(video=video, frame_index=0, strength=1.0 - strength)]
+            args["conditions"] = [_condition(f.conditions_api, video, 1.0 - strength)]
             return
         steps = args["num_inference_steps"]
         if int(steps * strength) < 1:
@@ -358,34 +532,50 @@ class DiffusersEngine(Engine):
                     raise EngineError(f"Model {self.name!r} cannot extend at this size: {exc.message}",
                                       code="bad_input") from None
             args["image"] = last
+            self._pin_size(call)
             return
-        from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
-
         if job.source is None:
             raise EngineError("An extension needs the source video.", code="bad_input")
         context = f.extend_context
         clip = _source_clip(job.source, context, job.fps, job.width, job.height, tail=True)[:-1] + [last]
-        args["conditions"] = [LTXVideoCondition(video=clip, frame_index=0, strength=1.0)]
+        args["conditions"] = [_condition(f.conditions_api, clip, 1.0)]
 
     def frames(self, job: RenderJob, ctx: RenderContext) -> Iterator[np.ndarray]:
-        video = self.render(job, ctx)
+        video, track = self.render_with_audio(job, ctx)
         ctx.progress(1.0)
+        if track is not None:
+            ctx.audio(track)  # before any frame is yielded, so before the last one
         for frame in video:
             ctx.check_cancel()
             yield frame
 
     def render(self, job: RenderJob, ctx: RenderContext) -> np.ndarray:
-        """Run the pipeline; returns ``(n_frames, height, width, 3)`` uint8."""
+        """Run the pipeline; returns ``(n_frames, height, width, 3)`` uint8 (any sound is dropped)."""
+        return self.render_with_audio(job, ctx)[0]
+
+    def render_with_audio(self, job: RenderJob, ctx: RenderContext) -> tuple[np.ndarray, AudioTrack | None]:
+        """Run the pipeline: the ``(n_frames, height, width, 3)`` uint8 frames, and their sound when
+        ``job.audio`` and the family makes it (else None: a joint audio-video model still denoises
+        its sound, which is then dropped)."""
         operation = self.operation_of(job)
         reason = self.unsupported(operation)
         if reason:
             raise EngineError(reason, code="unsupported_operation")
         pipe = self.pipeline(kind=self._kind(operation))
         call = self.prepare(job)  # decodes a remix's source: after the load, which may fail sooner
+        stages = [pipe]
+        if call.refine:
+            stages += [self.pipeline(kind="up"), self.pipeline(kind=call.kind + "-refine")]
         ctx.check_cancel()
         try:
-            with StepHook(pipe, ctx, call.steps):
+            with StepHook(pipe, ctx, call.steps) as hook, self._call_settings(pipe, call):
                 output = pipe(**call.args)
+            if call.refine:
+                upsample, refine = stages[1], stages[2]
+                latents = upsample(latents=output.frames, output_type="latent", return_dict=False)[0]
+                ctx.check_cancel()
+                with StepHook(refine, ctx, call.steps, done=hook.done):
+                    output = refine(**{**call.args, **call.refine, "latents": latents, "audio_latents": output.audio})
         except Cancelled:
             raise
         except Exception as exc:
@@ -394,11 +584,81 @@ class DiffusersEngine(Engine):
                                   "frames: try a smaller size or a shorter clip.", code="out_of_memory") from None
             raise
         finally:
-            for owner in (pipe, getattr(pipe, "_sorakit_base", None)):
-                if owner is not None and hasattr(owner, "maybe_free_model_hooks"):
-                    owner.maybe_free_model_hooks()
+            for stage in stages:
+                for owner in (stage, getattr(stage, "_sorakit_base", None)):
+                    if owner is not None and hasattr(owner, "maybe_free_model_hooks"):
+                        owner.maybe_free_model_hooks()
             _release_memory()
-        return _to_uint8(output.frames[0], job, skip=call.skip)
+        video = _to_uint8(output.frames[0], job, skip=call.skip)
+        track = None
+        if job.audio and self.family.audio:
+            track = _audio_track(output, stages[-1], job, skip=call.skip)
+        return video, track
+
+    @contextlib.contextmanager
+    def _call_settings(self, pipe, call: Call):
+        """Per-run settings that live on the pipeline, not in its arguments: a guider's guidance and a
+        pinned image-to-video size. Restored afterwards."""
+        saved = {}
+        if self.family.guidance_via == "guider" and getattr(pipe, "guider", None) is not None:
+            own = pipe.__dict__.setdefault("_sorakit_guider", pipe.guider)  # the checkpoint's
+            wanted = own if call.guidance is None else own.new(guidance_scale=call.guidance)
+            if pipe.guider is not wanted:
+                pipe.guider = wanted
+        if call.pinned_size is not None:
+            width, height = call.pinned_size
+            processor = pipe.video_processor
+            saved["size"] = processor
+            processor.calculate_default_height_width = lambda *args, **kwargs: (height, width)
+        try:
+            yield
+        finally:
+            if "size" in saved:
+                saved["size"].__dict__.pop("calculate_default_height_width", None)
+
+
+def _condition(api: str, frames: Any, strength: float):
+    """A video condition at the render's start: LTX's ``LTXVideoCondition`` or LTX-2's
+    ``LTX2VideoCondition`` (a list of frames is never CRF re-compressed; a single image would be)."""
+    if api == "ltx2":
+        from diffusers.pipelines.ltx2.pipeline_ltx2_condition import LTX2VideoCondition
+
+        return LTX2VideoCondition(frames=frames, index=0, strength=strength)
+    from diffusers.pipelines.ltx.pipeline_ltx_condition import LTXVideoCondition
+
+    return LTXVideoCondition(video=frames, frame_index=0, strength=strength)
+
+
+def _audio_track(output: Any, pipe: Any, job: RenderJob, skip: int = 0) -> AudioTrack:
+    """The sound of the yielded frames: ``output.audio[0]`` (channels, samples) at the vocoder's
+    rate, from the end of the ``skip`` conditioning frames, trimmed to ``n_frames / fps`` seconds
+    (the render's extra frames) and padded with silence where the causal audio VAE came up short
+    (its first latent decodes to one mel frame, not four: up to 30 ms at the end)."""
+    audio = output.audio[0]
+    if hasattr(audio, "detach"):
+        audio = audio.detach().float().cpu().numpy()
+    samples = np.asarray(audio, dtype=np.float32)
+    if samples.ndim == 1:
+        samples = samples[None]
+    rate = int(pipe.vocoder.config.output_sampling_rate)
+    start = round(skip / job.fps * rate)
+    length = round(job.n_frames / job.fps * rate)
+    samples = samples[:, start:start + length]
+    if samples.shape[1] < length:
+        samples = np.pad(samples, ((0, 0), (0, length - samples.shape[1])))
+    return AudioTrack(np.ascontiguousarray(np.clip(samples, -1.0, 1.0)), rate)
+
+
+def _hub_snapshot(repo_id: str) -> Path | None:
+    """A hub id's snapshot in the Hugging Face cache (nothing is downloaded), or None."""
+    if "/" not in repo_id or Path(repo_id).expanduser().exists():
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except Exception:  # not in the cache (or huggingface_hub absent)
+        return None
 
 
 def _first(*values: Any) -> Any:
