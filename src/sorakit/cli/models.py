@@ -72,16 +72,17 @@ def list_models(data_dir: DataDir = None) -> None:
 @app.command("presets")
 def presets() -> None:
     """List the catalogue: presets ``sorakit models add NAME --preset P`` writes as a config section."""
-    table = Table("preset", "family", "weights (hub id)", "dtype", "steps", "guidance", "fps", "sizes (small/large)",
-                  "frames")
+    # one block per preset, not a table: hub ids are long, and a narrow terminal must never cut a
+    # preset's name (it is what `models add --preset` takes)
     for p in PRESETS.values():
         t = p.table
         sizes = " / ".join("x".join(map(str, t["resolution"][k])) for k in ("small", "large") if k in t["resolution"])
-        weights = t["path"] + (f" + I2V {t['image_path']}" if t.get("image_path") else "")
-        table.add_row(p.name, p.family, weights, t.get("dtype", "bfloat16"), str(t.get("steps", "-")),
-                      str(t.get("guidance", "model's")), str(t.get("fps", "-")), sizes,
-                      f"at most {t['max_frames']}" if t.get("max_frames") else "family rule")
-    Console().print(table)
+        frames = f"at most {t['max_frames']} frames" if t.get("max_frames") else "the family's frame rule"
+        guidance = f"guidance {t['guidance']}" if t.get("guidance") is not None else "the model's guidance"
+        typer.echo(f"{p.name}  ({p.family})")
+        typer.echo(f"    weights: {t['path']}" + (f"  image-to-video: {t['image_path']}" if t.get("image_path") else ""))
+        typer.echo(f"    {t.get('dtype', 'bfloat16')}, {t.get('steps', '?')} steps, {guidance}, {t.get('fps', '?')} fps, "
+                   f"{sizes} (small / large), {frames}")
     typer.echo("Facts from the model cards; sources: `sorakit models add NAME --preset P` writes them into the "
                "section's comments.")
 
