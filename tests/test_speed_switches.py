@@ -336,3 +336,24 @@ def test_the_gpu_benchmark_runs_at_toy_size_on_the_cpu(tmp_path):
     for name in ("cache=first_block", "cache=taylorseer", "cache=pab", "cache=magcache", "attention=_native_flash"):
         assert rows[name]["e2e_s"] > 0 and 0 < rows[name]["ssim"] <= 1.0, (name, rows[name])
     assert "faster_cache does not work with WanTransformer3DModel" in rows["cache=faster_cache"]["error"]
+
+
+def test_models_with_switches_load_and_warm_up_when_the_worker_starts(weights, tmp_path_factory):
+    """The warm-up happens before the first request, in the worker's own thread; models without
+    switches wait for their first use (each worker would otherwise hold every model)."""
+    import time
+
+    from conftest import Api
+
+    models = {"fast": {"family": "wan", "path": str(weights["wan"]), **TINY, "attention_backend": "_native_math"},
+              "plain": {"family": "ltx", "path": str(weights["ltx"]), **TINY}}
+    api = Api(tmp_path_factory.mktemp("data"), 1, models=models, default_concurrency=10)
+    try:
+        fast, plain = api.services.engines["fast"], api.services.engines["plain"]
+        deadline = time.monotonic() + 60
+        while getattr(fast, "_speed_applied", None) is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fast._speed_applied is not None and "warmup_s" in fast._speed_applied
+        assert getattr(plain, "_speed_applied", None) is None  # not loaded before a task asks for it
+    finally:
+        api.close()

@@ -160,6 +160,11 @@ class Engine(ABC):
             return None
         return f"engine {self.name!r} cannot do {OPERATION_NAMES.get(operation, operation)}"
 
+    def preload(self) -> bool:
+        """Load (and warm up) now, in the thread that will run this engine's jobs, when loading
+        later would make the first user wait for a compilation; True when something was loaded."""
+        return False
+
     def unavailable(self) -> str | None:
         """Why this engine cannot run here (a missing extra, missing weights), or None."""
         return None

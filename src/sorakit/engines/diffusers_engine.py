@@ -307,6 +307,15 @@ class DiffusersEngine(Engine):
                     f"folder with a latent_upsampler/ subfolder).")
         return None
 
+    def preload(self) -> bool:
+        """Models with speed switches load at worker start: compilation and the warm-up run then,
+        not in the first user's request. Others load on first use (each worker would otherwise
+        hold every configured model in GPU memory)."""
+        if not (self.spec.speed_switches and self.spec.warmup) or self.unavailable():
+            return False
+        self.pipeline(False)
+        return True
+
     # -- loading --------------------------------------------------------------------------------
     def _kind(self, operation: str) -> str:
         if operation == "extend":

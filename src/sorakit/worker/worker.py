@@ -127,6 +127,7 @@ class Worker(threading.Thread):
         self.owner = f"{socket.gethostname()}:{os.getpid()}:w{index}:{uuid.uuid4().hex[:8]}"
 
     def run(self) -> None:
+        self._preload()
         while not self.stopping.is_set():
             try:
                 claim = self._claim()
@@ -140,6 +141,18 @@ class Worker(threading.Thread):
             except Exception:  # the worker outlives anything a task or the database throws
                 log.exception("worker %s: unexpected error", self.owner)
                 self.stopping.wait(1.0)
+
+    def _preload(self) -> None:
+        for name, engine in self.services.engines.items():
+            if self.stopping.is_set():
+                return
+            started = time.monotonic()
+            try:
+                if engine.preload():
+                    log.info("worker %s: %s loaded and warmed up in %.1f s", self.owner, name,
+                             time.monotonic() - started)
+            except Exception as exc:  # its tasks fail with the same error, readable, when they run
+                log.error("worker %s: %s could not be loaded: %s", self.owner, name, exc)
 
     def _claim(self) -> Claim | None:
         s = self.services.settings
