@@ -41,7 +41,10 @@ class Api:
     """The real app over TestClient (lifespan included, so workers run), with two users."""
 
     def __init__(self, data_dir: Path, workers: int, engines=None, **settings) -> None:
-        self.settings = load_settings({"data_dir": data_dir, "workers": workers, **settings})
+        # workers as threads of this process: tests look at engines and workers in-process (the
+        # process mode has its own tests, and every real-server test runs it)
+        self.settings = load_settings({"data_dir": data_dir, "workers": workers, "worker_mode": "thread",
+                                       **settings})
         self.services = build_services(self.settings, engines)
         self.app = create_app(self.settings, services=self.services)
         self.client = TestClient(self.app, raise_server_exceptions=False)

@@ -31,6 +31,9 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     workers: int = 1
+    #: "process": each worker is a `sorakit worker` process, so rendering and encoding never hold
+    #: the API's GIL; "thread": workers run inside the API process (tests, engines built in code)
+    worker_mode: str = "process"
     preview_pace: float = 0.0
     public_base_url: str | None = None
     link_ttl_seconds: int = 24 * 3600
@@ -171,6 +174,7 @@ def load_settings(overrides: dict[str, Any] | None = None, env: dict[str, str] |
 def _validate(s: Settings) -> None:
     checks = [
         ("workers", s.workers >= 0), ("max_frames", s.max_frames >= 1),
+        ("worker_mode", s.worker_mode in ("process", "thread")),
         ("max_variants", s.max_variants >= 1), ("max_shots", s.max_shots >= 1),
         ("link_ttl_seconds", s.link_ttl_seconds > 0), ("lease_seconds", s.lease_seconds > 0),
         ("max_attempts", s.max_attempts >= 1), ("preview_pace", s.preview_pace >= 0),
@@ -191,3 +195,12 @@ def _validate(s: Settings) -> None:
     if s.prompt_enhancer_url and not s.prompt_enhancer_url.lower().startswith(("http://", "https://")):
         raise ConfigError("setting 'prompt_enhancer_url' must be an http:// or https:// URL, such as "
                           f"http://127.0.0.1:8080/v1: {s.prompt_enhancer_url!r}")
+
+
+def settings_json(settings: Settings) -> dict[str, Any]:
+    """Every setting as JSON, for a worker process to load exactly what its parent runs with."""
+    out = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        out[f.name] = str(value) if isinstance(value, Path) else value
+    return out

@@ -11,7 +11,7 @@ import sys
 
 import typer
 
-from . import batch, generate, login, models, operations, serve, tasks, tokens, users, webhooks
+from . import batch, generate, login, models, operations, serve, tasks, tokens, users, webhooks, worker
 
 app = typer.Typer(help="sorakit: a self-hosted server for the Sora web video API.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -28,6 +28,7 @@ app.command("cancel")(tasks.cancel)
 app.command("usage")(tasks.usage)
 app.command("login")(login.login)
 app.command("serve")(serve.serve)
+app.command("worker")(worker.worker)
 app.command("batch")(batch.batch)
 app.add_typer(users.app, name="users")
 app.add_typer(tokens.app, name="token")

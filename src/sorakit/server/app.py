@@ -31,13 +31,20 @@ def create_app(settings: Settings, *, engines: dict[str, Engine] | None = None,
                services: Services | None = None, workers: int | None = None) -> FastAPI:
     services = services or build_services(settings, engines)
     count = settings.workers if workers is None else workers
+    # engines built in code cannot be handed to another process: their workers run here
+    mode = settings.worker_mode if services.engines_from_settings else "thread"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         from ..worker import WorkerPool
 
         _recover(services)
-        pool = WorkerPool(services, count)
+        if mode == "process" and count:
+            from ..worker.processes import WorkerProcesses
+
+            pool = WorkerProcesses(settings, count)
+        else:
+            pool = WorkerPool(services, count)
         app.state.pool = pool
         pool.start()
         housekeeping = Maintenance(services)

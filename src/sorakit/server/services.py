@@ -28,6 +28,8 @@ class Services:
     work_ready: threading.Event = field(default_factory=threading.Event)
     #: set when a webhook delivery is queued, so the sender posts it at once instead of at its next poll
     webhook_ready: threading.Event = field(default_factory=threading.Event)
+    #: False when the engines were built in code (tests): a worker process could not have them
+    engines_from_settings: bool = True
 
 
 def build_services(settings: Settings, engines: dict[str, Engine] | None = None) -> Services:
@@ -43,4 +45,5 @@ def build_services(settings: Settings, engines: dict[str, Engine] | None = None)
         signer=LinkSigner(derive(master, "links"), settings.link_ttl_seconds),
         quota=Quota(store, settings.default_concurrency, settings.default_daily_limit, settings.max_queue),
         blocklist=BlockList(settings.blocked_terms),
+        engines_from_settings=engines is None,
     )

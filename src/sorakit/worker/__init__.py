@@ -1,4 +1,6 @@
-"""In-process workers: ``WorkerPool`` runs N of them beside the HTTP server."""
+"""Workers: ``WorkerPool`` runs N worker threads in one process (a ``sorakit worker`` process, or
+the API's own with ``worker_mode = "thread"``); ``processes.WorkerProcesses`` supervises N worker
+processes for ``sorakit serve``."""
 
 from __future__ import annotations
 
@@ -14,9 +16,9 @@ log = logging.getLogger("sorakit.worker")
 
 
 class WorkerPool:
-    def __init__(self, services: Services, count: int) -> None:
+    def __init__(self, services: Services, count: int, first_index: int = 0) -> None:
         self.stopping = threading.Event()
-        self.workers = [Worker(services, i, self.stopping) for i in range(count)]
+        self.workers = [Worker(services, first_index + i, self.stopping) for i in range(count)]
 
     def start(self) -> None:
         for w in self.workers:
