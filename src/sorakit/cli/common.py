@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..config import ConfigError, Settings, load_settings
+if TYPE_CHECKING:
+    from ..config import Settings
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default: the "
                                               "platform's user data dir, or SORAKIT_DATA_DIR).",
@@ -19,6 +20,8 @@ _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
 def settings(**flags: Any) -> Settings:
+    from ..config import ConfigError, load_settings
+
     try:
         return load_settings(flags)
     except ConfigError as exc:

@@ -12,21 +12,26 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
 
-from ..client import OutageEvent, RetryPolicy, SoraClient
-from ..client import config as client_config
-from ..client.embedded import EmbeddedServer
-from ..config import load_settings
+from ..client.steps import RetryPolicy
 from .common import fail
-from .serve import local_token
+
+if TYPE_CHECKING:  # the rest loads when a command connects: not at every start (see main.py)
+    from rich.console import Console
+
+    from ..client import OutageEvent, SoraClient
+    from ..client.embedded import EmbeddedServer
 
 LONG_OUTAGE = RetryPolicy.max_outage  # generate, download, batch: worth waiting out a restart
 QUICK_OUTAGE = 10.0  # status, list, usage: someone is waiting for a one-screen answer
+REMOTE_POLL = (2.0, 3.0)  # seconds between polls of a server: the web page's cadence
+#: the embedded server is ours, in this process: poll it often, so a command ends within a
+#: fraction of a second of the video being ready (a poll costs it a few milliseconds)
+EMBEDDED_POLL = 0.3
 
 
 def max_outage_option(default: float):
@@ -64,6 +69,8 @@ def _is_loopback(url: str) -> bool:
 
 
 def _local_token_file() -> str | None:
+    from ..config import load_settings
+
     path = load_settings().data_dir / "local.token"
     return path.read_text().strip() if path.is_file() else None
 
@@ -78,6 +85,8 @@ def _seconds(value: float | str) -> float | None:
 
 def outage_limit(flag: float | None, saved: dict[str, str], default: float) -> float:
     """Seconds to wait out an outage: the flag, the environment, the saved config, the default."""
+    from ..client import config as client_config
+
     sources = (("--max-outage", flag), ("SORAKIT_MAX_OUTAGE", os.environ.get("SORAKIT_MAX_OUTAGE")),
                (f"max_outage in {client_config.config_path()}", saved.get("max_outage")))
     for where, value in sources:
@@ -92,7 +101,10 @@ def outage_limit(flag: float | None, saved: dict[str, str], default: float) -> f
 
 def print_outages(console: Console | None = None) -> Callable[[OutageEvent], None]:
     """Outage reports as lines on stderr (through ``console``, so a live display stays whole)."""
-    console = console or Console(stderr=True)
+    if console is None:
+        from rich.console import Console
+
+        console = Console(stderr=True)
 
     def show(event: OutageEvent) -> None:
         console.print(event.message, style="yellow", markup=False, highlight=False, soft_wrap=True)
@@ -102,17 +114,31 @@ def print_outages(console: Console | None = None) -> Callable[[OutageEvent], Non
 
 def connect(server: str | None = None, token: str | None = None, *, max_outage: float | None = None,
             default_outage: float = LONG_OUTAGE, on_outage: Callable[[OutageEvent], None] | None = None,
-            retry: RetryPolicy | None = None, poll_interval: tuple[float, float] = (2.0, 3.0)) -> Connection:
+            retry: RetryPolicy | None = None, poll_interval: tuple[float, float] | None = None) -> Connection:
+    """A client of the server to use (see the module's doc), started first when it is embedded.
+
+    ``poll_interval``: seconds between polls while waiting; default ``REMOTE_POLL`` (slower
+    while nothing moves), or every ``EMBEDDED_POLL`` s for the embedded server.
+    """
+    from ..client import SoraClient
+    from ..client import config as client_config
+
     saved = client_config.load()
     retry = retry or RetryPolicy(max_outage=outage_limit(max_outage, saved, default_outage))
     server = server or os.environ.get("SORAKIT_SERVER") or saved.get("server")
-    embedded = None
+    embedded, poll_max = None, 10.0
     if not server:
+        from ..client.embedded import EmbeddedServer
+        from .serve import local_token
+
         embedded = EmbeddedServer().start()
         server, token = embedded.url, token or local_token(embedded.services)
+        poll_interval = poll_interval or (EMBEDDED_POLL, EMBEDDED_POLL)
+        poll_max = max(poll_interval)  # no slowing down while nothing moves: it is a local call
     saved_applies = saved.get("server", "").rstrip("/") == server.rstrip("/")
     token = (token or os.environ.get("SORAKIT_TOKEN") or (saved.get("token") if saved_applies else None)
              or (_local_token_file() if _is_loopback(server) else None))
     extra = {k: saved.get(k) for k in ("cookie", "device_id", "sentinel_token", "user_agent")} if saved_applies else {}
-    client = SoraClient(server, token, retry=retry, poll_interval=poll_interval, on_outage=on_outage, **extra)
+    client = SoraClient(server, token, retry=retry, poll_interval=poll_interval or REMOTE_POLL, poll_max=poll_max,
+                        on_outage=on_outage, **extra)
     return Connection(client, server.rstrip("/"), embedded)

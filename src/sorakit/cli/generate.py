@@ -5,16 +5,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ..client import GenerateResult, OutageEvent, SoraClient, errors, files
-from ..client.core import Core
+from ..client import errors, files
 from .common import EXIT_INTERRUPTED, client_error_exit, fail
 from .connect import Connection, MaxOutage, connect, print_outages
+
+if TYPE_CHECKING:  # loaded by the commands that use them (see main.py)
+    from rich.console import Console
+
+    from ..client import GenerateResult, OutageEvent, SoraClient
 
 SECONDS = (5, 10, 15, 20, 25)
 Server = Annotated[str | None, typer.Option("--server", help="API base URL (SORAKIT_SERVER); "
@@ -40,6 +42,8 @@ class ProgressView:
     """
 
     def __init__(self, console: Console) -> None:
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
         self.progress = Progress(TextColumn("{task.fields[status]:<12}"), BarColumn(),
                                  TextColumn("{task.percentage:>5.1f}%"), TextColumn("{task.fields[queue]}"),
                                  TimeElapsedColumn(), console=console, transient=False)
@@ -91,6 +95,8 @@ def generate(prompt: str,
              server: Server = None, token: Token = None, max_outage: MaxOutage = None,
              as_json: Json = False) -> None:
     """Generate a video from PROMPT and download it."""
+    from ..client.core import Core
+
     fields = dict(orientation=orientation, size=size, model=model, style_id=style, seed=seed,
                   n_frames=frames_for(seconds, frames), variants=variants)
     run_and_fetch(server, token, max_outage, output, lambda: Core.create_body(prompt, **fields),
@@ -126,6 +132,8 @@ def follow_and_fetch(conn: Connection, submit: Callable[[SoraClient], dict], bod
 
     Ctrl-C detaches: the task keeps running and the command says how to pick it up.
     """
+    from rich.console import Console
+
     client, task_id = conn.client, None
     view = ProgressView(Console(stderr=True))
     client.core.on_outage = view.outage  # shown from the create on, bar or no bar

@@ -14,7 +14,6 @@ from urllib.parse import urlsplit
 
 import typer
 
-from ..client import config as client_config
 from .common import fail
 
 HEADER_KEYS = {"authorization": "token", "cookie": "cookie", "oai-device-id": "device_id",
@@ -51,6 +50,8 @@ def login(server: Annotated[str | None, typer.Option(help="API base URL.")] = No
           from_curl: Annotated[bool, typer.Option("--from-curl", help="Read a browser's 'Copy as cURL' "
                                                   "text from stdin.")] = False) -> None:
     """Save the server and token (and browser headers) that client commands use."""
+    from ..client import config as client_config
+
     values: dict[str, str] = {}
     if from_curl or (server is None and token is None and not sys.stdin.isatty()):
         try:

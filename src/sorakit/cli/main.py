@@ -2,38 +2,121 @@
 
 Errors from the library become a message and an exit code here; ``SORAKIT_DEBUG=1`` shows the
 traceback instead.
+
+Commands load lazily: ``COMMANDS`` names each one's module, and a module is imported only when
+its command runs (or shows its own help). ``sorakit --help`` imports none of them, and a command
+imports only what it uses (``status`` never imports the server, SQLAlchemy or numpy). The help
+line of each command in ``sorakit --help`` is written here; a test checks it against the
+command's own help.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, NamedTuple
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
-from . import batch, generate, login, models, operations, serve, tasks, tokens, users, webhooks, worker
+if TYPE_CHECKING:
+    import click  # (recent typer carries its own copy of click: at run time only typer's classes are used)
 
-app = typer.Typer(help="sorakit: a self-hosted server for the Sora web video API.",
+
+class Entry(NamedTuple):
+    name: str
+    target: str  # "module:attribute" in sorakit.cli: a command function, or a typer.Typer group
+    help: str  # the command's help line in ``sorakit --help``
+
+
+COMMANDS = (
+    Entry("generate", "generate:generate", "Generate a video from PROMPT and download it."),
+    Entry("remix", "operations:remix", "Remix a video with a new PROMPT, follow it and download the result."),
+    Entry("extend", "operations:extend",
+          "Continue a video by --seconds; downloads the source and its continuation as one video."),
+    Entry("storyboard", "operations:storyboard", "Make one video from the shots in FILE, in order, and download it."),
+    Entry("share", "operations:share",
+          "Post a draft under a public permalink (anyone with the link can watch it) and print the link."),
+    Entry("unshare", "operations:unshare", "Take a post down: its permalink stops working (the draft stays)."),
+    Entry("status", "tasks:status", "Show tasks: the pending list, or the given ones."),
+    Entry("list", "tasks:list_drafts", "List drafts (finished generations), newest first."),
+    Entry("download", "tasks:download", "Download the video of a task or draft (resuming a partial download)."),
+    Entry("cancel", "tasks:cancel", "Cancel a task (sorakit's own extension of the API)."),
+    Entry("usage", "tasks:usage", "Show the quota: videos left today and when the next one frees up."),
+    Entry("login", "login:login", "Save the server and token (and browser headers) that client commands use."),
+    Entry("serve", "serve:serve", "Run the Sora-compatible API server."),
+    Entry("worker", "worker:worker", "Run workers: claim queued tasks, render and encode them, record the results."),
+    Entry("batch", "batch:batch",
+          "Make a video for every row of FILE; run it again to resume after a crash or Ctrl-C."),
+    Entry("users", "users:app", "Manage users."),
+    Entry("token", "tokens:app", "Manage bearer tokens."),
+    Entry("models", "models:app", "Configured models, the catalogue of presets, and their weights."),
+    Entry("webhooks", "webhooks:app", "Manage webhook endpoints."),
+)
+_BY_NAME = {e.name: e for e in COMMANDS}
+
+
+def load_command(entry: Entry) -> click.Command:
+    """The click command of an entry, built by Typer exactly as ``app.command``/``add_typer`` would."""
+    module, attribute = entry.target.split(":")
+    target = getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
+    if isinstance(target, typer.Typer):
+        group = typer.main.get_group(target)
+        group.name = entry.name
+        return group
+    single = typer.Typer()
+    single.command(entry.name)(target)
+    return typer.main.get_group(single).commands[entry.name]
+
+
+class LazyGroup(TyperGroup):
+    """The top-level group: a command's module is imported when that command is looked up.
+
+    While the group lists its commands (its own help: ``sorakit --help`` or no arguments; shell
+    completion of a command name), a lookup answers with a stand-in that carries only the name
+    and help line, so listing imports nothing.
+    """
+
+    _listing = False
+
+    @contextmanager
+    def _stand_ins(self):
+        self._listing = True
+        try:
+            yield
+        finally:
+            self._listing = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        # (a command registered with app.command() the usual way is listed too, after these)
+        return [*_BY_NAME, *(name for name in self.commands if name not in _BY_NAME)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = _BY_NAME.get(cmd_name)
+        if entry is not None and cmd_name not in self.commands:
+            if self._listing:
+                return TyperCommand(entry.name, help=entry.help)
+            self.commands[cmd_name] = load_command(entry)
+        return self.commands.get(cmd_name)
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with self._stand_ins():
+            return super().format_help(ctx, formatter)
+
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list:
+        with self._stand_ins():
+            return super().shell_complete(ctx, incomplete)
+
+
+app = typer.Typer(cls=LazyGroup, help="sorakit: a self-hosted server for the Sora web video API.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
-app.command("generate")(generate.generate)
-app.command("remix")(operations.remix)
-app.command("extend")(operations.extend)
-app.command("storyboard")(operations.storyboard)
-app.command("share")(operations.share)
-app.command("unshare")(operations.unshare)
-app.command("status")(tasks.status)
-app.command("list")(tasks.list_drafts)
-app.command("download")(tasks.download)
-app.command("cancel")(tasks.cancel)
-app.command("usage")(tasks.usage)
-app.command("login")(login.login)
-app.command("serve")(serve.serve)
-app.command("worker")(worker.worker)
-app.command("batch")(batch.batch)
-app.add_typer(users.app, name="users")
-app.add_typer(tokens.app, name="token")
-app.add_typer(models.app, name="models")
-app.add_typer(webhooks.app, name="webhooks")
+
+
+@app.callback()
+def _root() -> None:
+    pass  # a group with no eager commands needs a callback to be a group
 
 
 def main() -> None:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import logging
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ..config import Settings
-from ..protocol.errors import ApiError
-from ..server import auth, sessions
-from ..server.services import Services, build_services
 from .common import DataDir, settings, write_private
+
+if TYPE_CHECKING:  # the server loads when it is used, not for `sorakit serve --help`
+    from ..config import Settings
+    from ..server.services import Services
 
 LOCAL_USER = "local"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -24,6 +24,8 @@ LOCAL_PASSWORD = "local.password"
 def ensure_local_user(services: Services) -> Path | None:
     """On a first start (no users at all), make user ``local`` and write its token file; returns
     that file's path then. User ``local`` also gets a password for the web app, see below."""
+    from ..server import auth
+
     store = services.store
     path = None
     if store.count_users() == 0:
@@ -38,6 +40,8 @@ def ensure_local_user(services: Services) -> Path | None:
 def ensure_local_password(services: Services) -> None:
     """Give user ``local`` a generated password in ``local.password`` when it has none: on a first
     start, and in a data dir made before the web app existed."""
+    from ..server import sessions
+
     user = services.store.user_by_name(LOCAL_USER)
     if user is None or user["password_hash"]:
         return
@@ -50,6 +54,8 @@ def ensure_local_password(services: Services) -> None:
 
 def local_password_file(services: Services) -> Path | None:
     """``local.password``, if the password in it signs ``local`` in (not changed since, not disabled)."""
+    from ..server import sessions
+
     path = services.settings.data_dir / LOCAL_PASSWORD
     user = services.store.user_by_name(LOCAL_USER)
     if user is None or user["disabled_at"] is not None or not path.is_file():
@@ -68,6 +74,9 @@ def browser_url(s: Settings) -> str:
 
 def local_token(services: Services) -> str:
     """A working token of user ``local`` from ``local.token``, minted anew when missing or dead."""
+    from ..protocol.errors import ApiError
+    from ..server import auth
+
     path = services.settings.data_dir / "local.token"
     if path.is_file():
         token = path.read_text().strip()
@@ -100,6 +109,8 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to listen on 
           public_base_url: Annotated[str | None, typer.Option(
               help="Base URL of links when behind a reverse proxy.")] = None) -> None:
     """Run the Sora-compatible API server."""
+    from ..server.services import build_services
+
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = settings(host=host, port=port, data_dir=data_dir, workers=workers, preview_pace=preview_pace,
                  public_base_url=public_base_url)

@@ -7,12 +7,8 @@ import time
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from ..client import errors, files
-from ..client.download import find_draft
-from ..client.sync import sidecar_data
 from .common import client_error_exit, fail
 from .connect import QUICK_OUTAGE, MaxOutage, QuickMaxOutage, connect, print_outages
 from .generate import Json, ProgressView, Server, Token
@@ -38,6 +34,9 @@ def status(task_ids: Annotated[list[str] | None, typer.Argument(help="Task ids; 
            server: Server = None, token: Token = None, max_outage: QuickMaxOutage = None,
            as_json: Json = False) -> None:
     """Show tasks: the pending list, or the given ones."""
+    from rich.console import Console
+    from rich.table import Table
+
     try:
         with _quick_connect(server, token, max_outage) as conn:
             tasks = [conn.client.task(t) for t in task_ids] if task_ids else conn.client.pending()
@@ -57,6 +56,9 @@ def list_drafts(limit: Annotated[int, typer.Option(min=1, help="How many, newest
                 server: Server = None, token: Token = None, max_outage: QuickMaxOutage = None,
                 as_json: Json = False) -> None:
     """List drafts (finished generations), newest first."""
+    from rich.console import Console
+    from rich.table import Table
+
     try:
         with _quick_connect(server, token, max_outage) as conn:
             drafts = []
@@ -93,6 +95,11 @@ def download(target: Annotated[str, typer.Argument(help="A task id (task_...) or
 
 
 def _download(conn, target: str, output: str, wait: bool, as_json: bool) -> None:
+    from rich.console import Console
+
+    from ..client.download import find_draft
+    from ..client.sync import sidecar_data
+
     client = conn.client
     is_gen = target.startswith("gen_")
     view = ProgressView(Console(stderr=True))

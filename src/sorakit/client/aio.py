@@ -20,6 +20,7 @@ from .core import STORYBOARD_PATH, Core, Credentials, Flow, Watch
 from .download import download
 from .outage import OutageEvent
 from .steps import Fetch, Fetched, Reply, RetryPolicy, Send, Sleep
+from .transport import AsyncClient
 from .sync import (TIMEOUT, GenerateResult, Video, fetch_mode, map_transport, parse_body, plan_downloads,
                    sidecar_data, source_for)
 
@@ -92,7 +93,7 @@ class AsyncSoraClient:
         creds = Credentials(token, cookie, device_id, sentinel_token, user_agent)
         self.core = Core(base_url, creds, retry or RetryPolicy(), poll_interval, poll_max, on_outage)
         self.base_url = self.core.base_url
-        self._http = http_client or httpx2.AsyncClient(transport=transport, timeout=TIMEOUT)
+        self._http = http_client or AsyncClient(transport=transport, timeout=TIMEOUT)  # no SSL for http://
         self._owns_http = http_client is None
         self.poller = SharedPoller(self)
         self.requests_sent = 0

@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import jwt
-
 from . import errors
 from .outage import Outage, OutageEvent
 from .steps import Reply, RetryPolicy, Send, Sleep
@@ -58,6 +56,8 @@ class Credentials:
         return {k: v for k, v in found.items() if v}
 
     def token_exp(self) -> float | None:
+        import jwt  # only when an error answer needs it: not at every command's start
+
         try:
             return float(jwt.decode(self.token or "", options={"verify_signature": False})["exp"])
         except (jwt.InvalidTokenError, KeyError, TypeError, ValueError):

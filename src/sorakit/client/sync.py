@@ -15,6 +15,7 @@ from .core import STORYBOARD_PATH, Core, Credentials, Flow, Watch, video_drafts
 from .download import Source, download, draft_url
 from .outage import OutageEvent
 from .steps import Fetch, Fetched, Reply, RetryPolicy, Send, Sleep
+from .transport import Client
 
 # Bodies are read as the bytes arrive (no fixed chunk size): whatever reached us before a
 # connection broke is on disk and counts for the resume.
@@ -146,7 +147,7 @@ class SoraClient:
         creds = Credentials(token, cookie, device_id, sentinel_token, user_agent)
         self.core = Core(base_url, creds, retry or RetryPolicy(), poll_interval, poll_max, on_outage)
         self.base_url = self.core.base_url
-        self._http = http_client or httpx2.Client(transport=transport, timeout=TIMEOUT)
+        self._http = http_client or Client(transport=transport, timeout=TIMEOUT)  # no SSL for http://
         self._owns_http = http_client is None
         self.requests_sent = 0
 
