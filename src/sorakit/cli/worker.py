@@ -26,13 +26,17 @@ def worker(data_dir: DataDir = None,
            index: Annotated[int, typer.Option(hidden=True)] = 0,
            settings_stdin: Annotated[bool, typer.Option("--settings-stdin", hidden=True,
                                                         help="Read the settings as JSON on stdin.")] = False,
-           parent_pid: Annotated[int | None, typer.Option(hidden=True)] = None) -> None:
+           parent_pid: Annotated[int | None, typer.Option(hidden=True)] = None,
+           log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR [INFO].")] = "INFO") -> None:
     """Run workers: claim queued tasks, render and encode them, record the results."""
     from ..config import ConfigError, load_settings
     from ..server.services import build_services
     from ..worker import WorkerPool
 
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s %(name)s[w{index}]: %(message)s")
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        fail(f"--log-level: {log_level!r} is not one of DEBUG, INFO, WARNING, ERROR", code=2)
+    logging.basicConfig(level=level, format=f"%(asctime)s %(levelname)s %(name)s[w{index}]: %(message)s")
     if settings_stdin:
         try:
             s = load_settings(json.loads(sys.stdin.read()), env={})

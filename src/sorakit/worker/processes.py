@@ -55,8 +55,11 @@ class WorkerProcesses:
         self._monitor.start()
 
     def _spawn(self, child: Child) -> None:
+        # the children log as much as the parent does: INFO under `serve`, warnings only under the
+        # embedded server of a CLI command (whose terminal shows the command's own progress)
+        level = logging.getLevelName(logging.getLogger("sorakit").getEffectiveLevel())
         command = [sys.executable, "-m", "sorakit", "worker", "--settings-stdin", "--index", str(child.index),
-                   "--parent-pid", str(os.getpid())]
+                   "--parent-pid", str(os.getpid()), "--log-level", level]
         proc = subprocess.Popen(command, stdin=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         try:
             proc.stdin.write(json.dumps(settings_json(self.settings)).encode())
