@@ -27,10 +27,10 @@ What it does:
       worker's ``store.finish`` commit returns (no HTTP polling at all) -- so B - C is what the
       client's polling costs, granularity and CPU together.
 
-   The engine's ``render`` and the store's ``finish`` are wrapped (timestamps only) to split a
-   server task into: POST, create -> render start (mostly the idle worker's 0.2 s claim poll),
-   render (pipeline + StepHook + heartbeat + progress writes), encode + thumbnail + commit, and
-   commit -> seen by the poll.
+   The engine's ``render_with_audio`` (what its ``frames`` runs) and the store's ``finish`` are
+   wrapped (timestamps only) to split a server task into: POST, create -> render start (mostly
+   the idle worker's 0.2 s claim poll), render (pipeline + StepHook + heartbeat + progress
+   writes), encode + thumbnail + commit, and commit -> seen by the poll.
 5. Checks that the server's frames equal the direct call's (same arguments, same threads), and
    that torch uses the same intra-op thread count in the worker thread as in the main thread
    (``torch.set_num_threads`` is called once, up front; torch re-applies it in new threads).
@@ -95,15 +95,16 @@ class Probe:
         self.frames = self.job = None
         self.worker_threads: int | None = None
         self.finished = threading.Event()
-        render, finish = engine.render, store.finish
+        # the engine's frames() runs render_with_audio (not render): wrap what the worker really calls
+        render, finish = engine.render_with_audio, store.finish
 
         def timed_render(job, ctx):
             self.render_start = time.perf_counter()
             self.worker_threads = torch.get_num_threads()
-            video = render(job, ctx)
+            video, track = render(job, ctx)
             self.render_end = time.perf_counter()
             self.frames, self.job = video, job
-            return video
+            return video, track
 
         def timed_finish(*args, **kwargs):
             done = finish(*args, **kwargs)
@@ -111,7 +112,7 @@ class Probe:
             self.finished.set()
             return done
 
-        engine.render = timed_render  # instance attributes: the worker calls self.render / store.finish
+        engine.render_with_audio = timed_render  # instance attributes: frames() calls self.render_with_audio
         store.finish = timed_finish
 
     def reset(self) -> None:

@@ -317,7 +317,7 @@ def test_migrating_from_0006_keeps_old_tasks_and_drafts_working(make_api):
         for column in ("operation", "inputs", "n_variants"):
             conn.exec_driver_sql(f"ALTER TABLE tasks DROP COLUMN {column}")
         conn.exec_driver_sql("DELETE FROM schema_migrations WHERE name >= '0007'")
-    assert migrate(engine) == ["0007_operations_and_posts"]
+    assert migrate(engine)[0] == "0007_operations_and_posts"
     assert "posts" in inspect(engine).get_table_names()
     api = Api(db.parent, 1, None, default_concurrency=5)
     try:

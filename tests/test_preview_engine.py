@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import ImageFont
+from PIL import Image, ImageFont
 
 from sorakit.engines.base import Cancelled, Engine, RenderJob
 from sorakit.engines.preview import (
+    RENDER_AHEAD,
     AnimatedScene,
     PreviewEngine,
     PromptOverlay,
@@ -27,20 +28,29 @@ NON_ASCII = "東京の夜景 🌃🎬 café naïve — ünïcödé \u200b\ud800 
 
 
 class Ctx:
-    """A minimal RenderContext: records progress, raises Cancelled once ``cancelled`` is set."""
+    """A minimal RenderContext: records progress (and the threads it is called from), raises
+    Cancelled once ``cancelled`` is set."""
 
     def __init__(self) -> None:
         self.fractions: list[float] = []
         self.cancelled = False
         self.cancel_seen_at: float | None = None
+        self.threads: set[int] = set()
+        self.tracks: list = []
 
     def progress(self, fraction: float) -> None:
+        self.threads.add(threading.get_ident())
         self.fractions.append(fraction)
 
     def check_cancel(self) -> None:
+        self.threads.add(threading.get_ident())
         if self.cancelled:
             self.cancel_seen_at = time.monotonic()
             raise Cancelled()
+
+    def audio(self, track) -> None:
+        self.threads.add(threading.get_ident())
+        self.tracks.append(track)
 
 
 def job(prompt: str = PROMPT, *, width: int = 80, height: int = 48, n_frames: int = 12,
@@ -244,3 +254,176 @@ def test_exact_plan_at_1792x1024_for_4_seconds(tmp_path: Path) -> None:
     assert result.n_frames == info.n_frames == 120
     assert (info.width, info.height, info.fps) == (1792, 1024, 30.0)
     assert info.duration_s == pytest.approx(4.0, abs=0.01)
+
+
+# --- drawing on a thread of its own, ahead of the consumer --------------------------------------
+
+
+def preview_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("sorakit-preview")]
+
+
+@pytest.fixture
+def no_leaks():
+    """Whatever the test does, no render thread is left running once it is over."""
+    assert not preview_threads()
+    yield
+    assert not preview_threads()
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> tuple[Path, Path]:
+    """An image and a short MP4 to start from, remix and extend."""
+    image = tmp_path / "start.png"
+    rng = np.random.default_rng(3)
+    Image.fromarray(rng.integers(0, 255, (90, 140, 3), dtype=np.uint8)).save(image)
+    video = tmp_path / "source.mp4"
+    encode_mp4(PreviewEngine().frames(job("the source", width=96, height=64, n_frames=20), Ctx()),
+               video, width=96, height=64, expected_frames=20)
+    return image, video
+
+
+def every_operation(image: Path, video: Path) -> list[RenderJob]:
+    base = job(width=96, height=64, n_frames=14)
+    return [
+        base,
+        RenderJob("t", PROMPT, 96, 64, 14, seed=2, image=image),
+        RenderJob("t", PROMPT, 96, 64, 14, seed=2, operation="remix", source=video, strength=0.7),
+        RenderJob("t", PROMPT, 96, 64, 40, seed=2, fps=30, operation="extend", image=image, source=video),
+        RenderJob("t", PROMPT, 96, 64, 14, seed=2, audio=True),
+    ]
+
+
+def test_frames_are_the_frames_drawn_in_line_for_every_operation(sources, no_leaks) -> None:
+    for j in every_operation(*sources):
+        threaded = render(j)
+        assert len(threaded) == j.n_frames
+        in_line = list(PreviewEngine().draw(j))
+        assert all(a.dtype == np.uint8 and a.flags.c_contiguous and np.array_equal(a, b)
+                   for a, b in zip(threaded, in_line, strict=True)), j.operation
+        assert all(np.array_equal(a, b) for a, b in zip(threaded, render(j), strict=True))
+
+
+def test_two_renders_of_one_job_at_once_are_identical(sources, no_leaks) -> None:
+    for j in every_operation(*sources):
+        first, second = PreviewEngine().frames(j, Ctx()), PreviewEngine().frames(j, Ctx())
+        pairs = [(next(first), next(second)) for _ in range(j.n_frames)]
+        assert all(np.array_equal(a, b) for a, b in pairs)
+        assert all(np.array_equal(a, c) for (a, _), c in zip(pairs, render(j), strict=True))
+
+
+def test_drawing_runs_on_its_own_thread_and_the_context_on_the_consumers(monkeypatch, no_leaks) -> None:
+    drawn_on: set[int] = set()
+    render_planes = AnimatedScene.render_planes
+
+    def spy(self, index):
+        drawn_on.add(threading.get_ident())
+        return render_planes(self, index)
+
+    monkeypatch.setattr(AnimatedScene, "render_planes", spy)
+    ctx = Ctx()
+    j = RenderJob("t", PROMPT, 80, 48, 20, seed=1, audio=True)
+    frames = PreviewEngine().frames(j, ctx)
+    next(frames)
+    assert [t.name for t in preview_threads()] == ["sorakit-preview-t"]
+    rest = list(frames)
+    assert len(rest) == 19 and len(ctx.tracks) == 1 and ctx.fractions[-1] == pytest.approx(1.0)
+    assert drawn_on and threading.get_ident() not in drawn_on
+    # progress, cancellation checks and the sound: all from the thread that consumes the frames
+    assert ctx.threads == {threading.get_ident()}
+
+
+def test_drawing_stays_a_few_frames_ahead(monkeypatch, no_leaks) -> None:
+    drawn: list[int] = []
+    render_planes = AnimatedScene.render_planes
+
+    def spy(self, index):
+        drawn.append(index)
+        return render_planes(self, index)
+
+    monkeypatch.setattr(AnimatedScene, "render_planes", spy)
+    frames = PreviewEngine().frames(job(n_frames=100), Ctx())
+    next(frames)
+    # the consumer dawdles: the render thread fills the queue, draws one more frame, then waits
+    deadline = time.monotonic() + 10
+    while len(drawn) < 2 + RENDER_AHEAD and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert len(drawn) == 2 + RENDER_AHEAD
+    start = time.monotonic()
+    frames.close()  # the waiting thread stops at once, without drawing another frame
+    assert time.monotonic() - start < 0.5 and not preview_threads()
+    assert len(drawn) == 2 + RENDER_AHEAD
+
+
+@pytest.mark.parametrize("end", ["exhausted", "cancelled", "closed", "dropped", "broken off"])
+def test_no_render_thread_outlives_its_consumer(end: str, no_leaks) -> None:
+    ctx = Ctx()
+    frames = PreviewEngine().frames(job(width=160, height=96, n_frames=60), ctx)
+    for _ in range(5):
+        next(frames)
+    assert len(preview_threads()) == 1
+    if end == "exhausted":
+        assert len(list(frames)) == 55
+    elif end == "cancelled":
+        ctx.cancelled = True
+        with pytest.raises(Cancelled):
+            next(frames)
+    elif end == "closed":
+        frames.close()
+    elif end == "dropped":  # the consumer lets go without closing (an encoder that failed)
+        del frames
+    else:  # the consumer raised while the frames were being consumed
+        with pytest.raises(ValueError):
+            for i, _ in enumerate(frames):
+                if i == 3:
+                    raise ValueError("encoder broke")
+        del frames
+    assert not preview_threads()
+
+
+def test_an_error_while_drawing_reaches_the_consumer(monkeypatch, no_leaks) -> None:
+    render_planes = AnimatedScene.render_planes
+
+    def failing(self, index):
+        if index == 7:
+            raise ZeroDivisionError("drawing frame 7 failed")
+        return render_planes(self, index)
+
+    monkeypatch.setattr(AnimatedScene, "render_planes", failing)
+    ctx = Ctx()
+    frames = PreviewEngine().frames(job(n_frames=20), ctx)
+    got = [next(frames) for _ in range(7)]
+    with pytest.raises(ZeroDivisionError, match="frame 7"):
+        next(frames)
+    assert len(got) == 7 and ctx.fractions[-1] == pytest.approx(7 / 20)
+    assert not preview_threads()
+
+
+def test_a_missing_image_fails_on_the_first_frame(tmp_path: Path, no_leaks) -> None:
+    j = RenderJob("t", PROMPT, 80, 48, 10, seed=1, image=tmp_path / "gone.png")
+    with pytest.raises(FileNotFoundError):
+        next(PreviewEngine().frames(j, Ctx()))
+
+
+def test_cancel_mid_stream_stops_the_render_thread_promptly(no_leaks) -> None:
+    ctx = Ctx()
+    frames = PreviewEngine().frames(job(width=1280, height=720, n_frames=300), ctx)
+    next(frames)
+    ctx.cancelled = True
+    start = time.monotonic()
+    with pytest.raises(Cancelled):
+        next(frames)
+    # the thread finished the frame it was drawing, then stopped; nothing more was drawn
+    assert time.monotonic() - start < 0.5 and not preview_threads()
+
+
+def test_pace_holds_frame_by_frame(no_leaks) -> None:
+    pace, n = 0.6, 6
+    start = time.monotonic()
+    frames = PreviewEngine(pace_seconds=pace).frames(job(n_frames=n), Ctx())
+    yielded = [time.monotonic() - start for _ in frames]
+    assert len(yielded) == n
+    for i, at in enumerate(yielded):  # frame i not before its share of the pace
+        assert at >= pace * i / n - 0.01
+    assert time.monotonic() - start >= pace * (n - 1) / n

@@ -4,14 +4,24 @@ It draws the prompt over an animated pattern seeded from ``(prompt, seed)`` so t
 pipeline (queue, worker, encoder, downloads) can be exercised without a GPU. Everything that
 does not change between frames (coordinate grids, the text overlay) is computed once per job
 so each frame costs a handful of vectorised numpy operations.
+
+Frames are drawn in float32 on a planar canvas (one contiguous (H, W) plane per channel, so every
+numpy loop runs over long contiguous rows) and interleaved into HxWx3 uint8 only at the end. They
+are rendered on a thread of their own, a few frames ahead of the consumer (:class:`_RenderAhead`):
+numpy releases the GIL in its loops and x264 releases it while encoding, so drawing frame i+1
+overlaps encoding frame i. Everything the engine tells its context (progress, cancellation, sound)
+still happens on the consumer's thread, in the same order as before.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import queue
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +40,15 @@ ELLIPSIS = "…"
 MAX_DRAWN_CHARS = 2000
 #: how long a pacing sleep may last before checking for cancellation again
 PACE_SLICE_S = 0.1
+#: frames the render thread may have ready ahead of the consumer (each one uint8 frame in memory)
+RENDER_AHEAD = 3
+#: how often a render thread blocked on a full queue (or a consumer waiting on an empty one)
+#: looks whether the other side has gone
+_HANDOFF_POLL_S = 0.05
+#: how long closing waits for the render thread to finish the frame it is drawing
+_JOIN_TIMEOUT_S = 10.0
+
+log = logging.getLogger("sorakit.engines")
 
 Rect = tuple[int, int, int, int]  # y0, y1, x0, x1 (half-open)
 
@@ -56,41 +75,54 @@ class PreviewEngine(Engine):
         shows no jump."""
         if job.audio:
             ctx.audio(placeholder_sound(job.prompt, job.seed, job.n_frames / job.fps))
+        pacer = _Pacer(self.pace_seconds, job.n_frames, ctx)
+        # Only drawing happens on the render thread; pacing, cancellation and progress stay here,
+        # on the consumer's thread, exactly where they were when frames were drawn in line.
+        with _RenderAhead(self.draw(job), name=f"sorakit-preview-{job.task_id}") as ahead:
+            for i in range(job.n_frames):
+                pacer.wait_before(i)
+                ctx.check_cancel()
+                yield ahead.next_frame()
+                ctx.progress((i + 1) / job.n_frames)
+
+    def draw(self, job: RenderJob) -> Iterator[np.ndarray]:
+        """The job's frames, drawn in line on the calling thread (no pacing, no context): what
+        :meth:`frames` hands out, frame for frame."""
         scene = AnimatedScene(job.width, job.height, job.fps, scene_rng(job.prompt, job.seed))
         overlay = PromptOverlay(job.prompt, job.width, job.height)
-        pacer = _Pacer(self.pace_seconds, job.n_frames, ctx)
         under = self._under(job)
-        first = fit_image(job.image, job.width, job.height) if job.image and job.operation == "generate" else None
-        for i in range(job.n_frames):
-            pacer.wait_before(i)
-            ctx.check_cancel()
-            if i == 0 and first is not None:
-                yield first
-                ctx.progress(1 / job.n_frames)
-                continue
-            canvas = scene.render(i)
-            if under is not None and job.operation == "remix":  # beneath the label: it stays legible
-                source, weight = under(i)
-                canvas += (source - canvas) * weight
-            overlay.apply(canvas)
-            _draw_progress_bar(canvas, (i + 1) / job.n_frames)
-            if under is not None and job.operation == "extend":  # the whole new frame fades in
-                source, weight = under(i)
-                canvas += (source - canvas) * weight
-            yield canvas.astype(np.uint8)
-            ctx.progress((i + 1) / job.n_frames)
+        first = None
+        if job.image and job.operation == "generate":
+            first = fit_image(job.image, job.width, job.height)
+        try:
+            for i in range(job.n_frames):
+                if i == 0 and first is not None:
+                    yield first
+                    continue
+                planes = scene.render_planes(i)
+                if under is not None and job.operation == "remix":  # beneath the label: it stays legible
+                    _mix(planes, *under(i))
+                overlay.apply_planes(planes)
+                _draw_progress_bar(planes, (i + 1) / job.n_frames)
+                if under is not None and job.operation == "extend":  # the whole new frame fades in
+                    _mix(planes, *under(i))
+                yield _interleave(planes)
+        finally:
+            close = getattr(under, "close", None)
+            if close is not None:
+                close()  # a remix's source decoder, on the thread that used it
 
     @staticmethod
-    def _under(job: RenderJob):
-        """For remix and extend: ``index -> (source frame as float32, how much of it shows)``."""
+    def _under(job: RenderJob) -> _Under | None:
+        """For remix and extend: ``index -> (source frame as planar float32, how much of it shows)``."""
         if job.operation == "remix" and job.source is not None:
             keep = 1.0 - (0.4 if job.strength is None else job.strength)
             frames = sample(job.source, job.n_frames, job.width, job.height)
-            return lambda i: (next(frames).astype(np.float32), keep)
+            return _Under(lambda i: (_planar(next(frames)), keep), frames.close)
         if job.operation == "extend" and job.image is not None:
-            last = fit_image(job.image, job.width, job.height).astype(np.float32)
+            last = _planar(fit_image(job.image, job.width, job.height))
             ramp = max(job.fps, 1)  # one second
-            return lambda i: (last, max(1.0 - (i + 1) / ramp, 0.0))
+            return _Under(lambda i: (last, max(1.0 - (i + 1) / ramp, 0.0)))
         return None
 
     def describe(self, operation: str | None = None) -> dict[str, Any]:
@@ -162,6 +194,122 @@ class _Pacer:
             time.sleep(min(left, PACE_SLICE_S))
 
 
+class _RenderAhead:
+    """Runs a frame iterator on a thread of its own, at most ``depth`` frames ahead of the consumer.
+
+    The iterator runs wholly on that thread, from its first step to its ``close`` (so it may hold
+    state such as an open decoder). :meth:`next_frame` hands the frames out in order and re-raises
+    whatever the iterator raised. Leaving the ``with`` block (the consumer finished, failed, was
+    cancelled or closed its generator early) stops the thread after the frame it is drawing, closes
+    the iterator there and joins the thread, so nothing outlives the consumer.
+    """
+
+    _END = object()
+
+    def __init__(self, frames: Iterator[np.ndarray], *, depth: int = RENDER_AHEAD,
+                 name: str = "sorakit-preview-render") -> None:
+        self._queue: queue.Queue = queue.Queue(maxsize=max(depth, 1))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(frames,), name=name, daemon=True)
+
+    def __enter__(self) -> _RenderAhead:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def next_frame(self) -> np.ndarray:
+        while True:
+            try:
+                frame, error = self._queue.get(timeout=_HANDOFF_POLL_S)
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():
+                    raise RuntimeError("the preview's render thread ended without a frame") from None
+                continue
+            if error is not None:
+                raise error
+            if frame is self._END:
+                raise RuntimeError("the preview's render thread ran out of frames")
+            return frame
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.ident is None:  # never started
+            return
+        self._drain()  # a thread blocked on a full queue gets its frame in, sees the stop, returns
+        self._thread.join(_JOIN_TIMEOUT_S)
+        if self._thread.is_alive():
+            log.warning("%s: still drawing %.0f s after it was told to stop", self._thread.name,
+                        _JOIN_TIMEOUT_S)
+        self._drain()
+
+    def _run(self, frames: Iterator[np.ndarray]) -> None:
+        try:
+            for frame in frames:
+                if not self._put((frame, None)):
+                    return
+            self._put((self._END, None))
+        except BaseException as exc:  # handed to the consumer, which raises it in its own thread
+            self._put((None, exc))
+        finally:
+            close = getattr(frames, "close", None)
+            if close is not None:
+                close()
+
+    def _put(self, item: tuple) -> bool:
+        """Queue ``item`` unless the consumer has gone; False when it has (draw nothing more)."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=_HANDOFF_POLL_S)
+            except queue.Full:
+                continue
+            return not self._stop.is_set()
+        return False
+
+    def _drain(self) -> None:
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return
+
+
+class _Under:
+    """What shows beneath (remix) or through (extend) a new frame: ``index -> (planes, weight)``."""
+
+    def __init__(self, at: Callable[[int], tuple[np.ndarray, float]],
+                 close: Callable[[], None] | None = None) -> None:
+        self._at, self._close = at, close
+
+    def __call__(self, index: int) -> tuple[np.ndarray, float]:
+        return self._at(index)
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+
+
+def _planar(frame: np.ndarray) -> np.ndarray:
+    """An HxWx3 uint8 frame as a contiguous (3, H, W) float32 array."""
+    return np.ascontiguousarray(frame.transpose(2, 0, 1), dtype=np.float32)
+
+
+def _mix(planes: np.ndarray, source: np.ndarray, weight: float) -> None:
+    """``planes += (source - planes) * weight``, in place."""
+    if weight == 0.0:
+        return  # adding (source - planes) * 0 changes no value
+    planes += (source - planes) * weight
+
+
+def _interleave(planes: np.ndarray) -> np.ndarray:
+    """The (3, H, W) float32 canvas as a new HxWx3 uint8 frame (values truncated, as astype does)."""
+    out = np.empty(planes.shape[1:] + (3,), dtype=np.uint8)
+    for c in range(3):
+        np.copyto(out[..., c], planes[c], casting="unsafe")
+    return out
+
+
 # --- the animated scene ---------------------------------------------------------------------
 
 
@@ -214,8 +362,8 @@ class _Circle:
     colour: np.ndarray
     alpha: float
 
-    def draw(self, canvas: np.ndarray, t: float) -> None:
-        height, width = canvas.shape[:2]
+    def draw(self, planes: np.ndarray, t: float) -> None:
+        height, width = planes.shape[1:]
         fx, fy = self.orbit.at(t)
         cx, cy, r = fx * width, fy * height, max(self.radius * min(width, height), 1.0)
         soft = max(r * 0.35, 1.0)
@@ -227,7 +375,7 @@ class _Circle:
         dy = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5 - cy
         dx = np.arange(x0, x1, dtype=np.float32)[None, :] + 0.5 - cx
         coverage = np.clip((r - np.sqrt(dx * dx + dy * dy)) / soft, 0.0, 1.0)
-        _blend(canvas[y0:y1, x0:x1], self.colour, coverage * self.alpha)
+        _blend(planes[:, y0:y1, x0:x1], self.colour, coverage * self.alpha)
 
 
 @dataclass(frozen=True)
@@ -238,8 +386,8 @@ class _Bar:
     colour: np.ndarray
     alpha: float
 
-    def draw(self, canvas: np.ndarray, t: float) -> None:
-        size = canvas.shape[1] if self.vertical else canvas.shape[0]
+    def draw(self, planes: np.ndarray, t: float) -> None:
+        size = planes.shape[2] if self.vertical else planes.shape[1]
         centre, half = self.orbit.at(t)[0] * size, max(self.half_width * size, 1.0)
         soft = max(half * 0.5, 1.0)
         lo, hi = max(int(centre - half) - 1, 0), min(int(centre + half) + 2, size)
@@ -248,19 +396,20 @@ class _Bar:
         offset = np.arange(lo, hi, dtype=np.float32) + 0.5 - centre
         coverage = np.clip((half - np.abs(offset)) / soft, 0.0, 1.0) * self.alpha
         if self.vertical:
-            _blend(canvas[:, lo:hi], self.colour, coverage[None, :])
+            _blend(planes[:, :, lo:hi], self.colour, coverage[None, :])
         else:
-            _blend(canvas[lo:hi], self.colour, coverage[:, None])
+            _blend(planes[:, lo:hi], self.colour, coverage[:, None])
 
 
 def _blend(region: np.ndarray, colour: np.ndarray, alpha: np.ndarray) -> None:
     """``region = region·(1−alpha) + colour·alpha`` in place; stays within [0, 255].
 
-    ``alpha`` is 2-D; going channel by channel keeps numpy's inner loops long, where
-    broadcasting over a trailing axis of 3 would make them three elements long (~4x slower).
+    ``region`` is planar, (3, h, w): each plane's rows are contiguous, so numpy's inner loops are
+    long. ``alpha`` is 2-D and broadcasts to (h, w); it may be float64 (the shapes' positions are),
+    and the product is then float64 before it is added: frames depend on that rounding, keep it.
     """
     for c in range(3):
-        plane = region[..., c]
+        plane = region[c]
         plane += (colour[c] - plane) * alpha
 
 
@@ -274,18 +423,23 @@ class AnimatedScene:
         self.base = rng.uniform(70, 130, 3).astype(np.float32)
         self.wave_x, self.wave_y = _Wave.random(rng), _Wave.random(rng)
         self.shapes = _random_shapes(rng)
-        self.canvas = np.empty((height, width, 3), dtype=np.float32)
+        self.planes = np.empty((3, height, width), dtype=np.float32)
 
     def render(self, index: int) -> np.ndarray:
-        """Frame ``index`` as a float32 (H, W, 3) array in [0, 255]; reused between calls."""
+        """Frame ``index`` as a float32 (H, W, 3) array in [0, 255] (a view of :meth:`render_planes`'s
+        buffer, reused between calls)."""
+        return self.render_planes(index).transpose(1, 2, 0)
+
+    def render_planes(self, index: int) -> np.ndarray:
+        """Frame ``index`` as a planar float32 (3, H, W) array in [0, 255]; reused between calls."""
         t = index / self.fps
-        rows = self.base + self.wave_y.along(self.ys, t)
-        cols = self.wave_x.along(self.xs, t)
-        for c in range(3):  # per channel for long inner loops, as in _blend
-            np.add(rows[:, c, None], cols[None, :, c], out=self.canvas[..., c])
+        rows = (self.base + self.wave_y.along(self.ys, t)).T  # (3, H)
+        cols = np.ascontiguousarray(self.wave_x.along(self.xs, t).T)  # (3, W)
+        for c in range(3):
+            np.add(rows[c, :, None], cols[c, None, :], out=self.planes[c])
         for shape in self.shapes:
-            shape.draw(self.canvas, t)
-        return self.canvas
+            shape.draw(self.planes, t)
+        return self.planes
 
 
 def _random_shapes(rng: np.random.Generator) -> list[_Circle | _Bar]:
@@ -301,12 +455,12 @@ def _random_shapes(rng: np.random.Generator) -> list[_Circle | _Bar]:
     return bars + circles
 
 
-def _draw_progress_bar(canvas: np.ndarray, fraction: float) -> None:
-    height, width = canvas.shape[:2]
+def _draw_progress_bar(planes: np.ndarray, fraction: float) -> None:
+    height, width = planes.shape[1:]
     bar_h = max(2, height // 100)
     filled = round(width * fraction)
-    canvas[-bar_h:, :filled] = 235.0
-    canvas[-bar_h:, filled:] *= 0.35
+    planes[:, -bar_h:, :filled] = 235.0
+    planes[:, -bar_h:, filled:] *= 0.35
 
 
 # --- the text overlay -----------------------------------------------------------------------
@@ -336,9 +490,14 @@ class PromptOverlay:
         return [rect for rect, _, _ in self.patches]
 
     def apply(self, canvas: np.ndarray) -> None:
+        """Composite over an (H, W, 3) float32 canvas, in place."""
+        self.apply_planes(canvas.transpose(2, 0, 1))
+
+    def apply_planes(self, planes: np.ndarray) -> None:
+        """Composite over a planar (3, H, W) float32 canvas, in place."""
         for (y0, y1, x0, x1), keep, add in self.patches:
-            region = canvas[y0:y1, x0:x1]
-            region *= keep
+            region = planes[:, y0:y1, x0:x1]
+            region *= keep  # (h, w): the same for every plane
             region += add
 
 
@@ -455,10 +614,7 @@ def _flatten(layers: list[_Layer], width: int, height: int) -> list[tuple[Rect, 
             continue
         _composite(keep, add, layer, rect)
         rects.append(rect)
-    # expanded to 3 channels so applying them is plain contiguous element-wise arithmetic
-    return [(r, np.repeat(keep[_slices(r)][..., None], 3, axis=2),
-             np.repeat(add[_slices(r)][..., None], 3, axis=2))
-            for r in _merge_overlapping(rects)]
+    return [(r, keep[_slices(r)].copy(), add[_slices(r)].copy()) for r in _merge_overlapping(rects)]
 
 
 def _composite(keep: np.ndarray, add: np.ndarray, layer: _Layer, rect: Rect) -> None:
