@@ -8,11 +8,14 @@ What it does:
    for each of the ``--polling-users`` a realistic handful of live ones (1 running, 2 queued, 2
    finished within the server's ``finished_window_seconds``). Issues a token per polling user.
 2. Starts a real uvicorn server on 127.0.0.1 (free port) in a subprocess, with ``workers=0`` so
-   nothing changes the store while it is measured, and waits for ``/healthz``.
+   nothing changes the store while it is measured, and waits for ``/healthz``. With
+   ``--servers N``, N such servers on the same data dir (N API processes on one database); the
+   pollers are spread over them evenly and the server CPU is their sum.
 3. Runs ``--pollers`` concurrent pollers (asyncio + one ``httpx2.AsyncClient`` with a pool of that
    many connections), each in a tight loop for ``--seconds`` per phase, poller *i* using the token
-   of polling user *i mod polling-users*. Phases: warm-up (both endpoints), /healthz, pending/v2,
-   /healthz again; the two /healthz phases are averaged for the ratio.
+   of polling user *i mod polling-users* (and server *i mod servers*). Phases: warm-up (both
+   endpoints), /healthz, pending/v2, /healthz again; the two /healthz phases are averaged for the
+   ratio.
 
 It prints the store mix, one pending/v2 response's size and task count, and a table of requests/s,
 latency p50/p95, errors (any non-200 or transport error) and the CPU used by server and load
@@ -20,6 +23,9 @@ generator in each phase (both share this machine's cores, so a generator near 10
 means the figure is bounded by the client, not the server). No assertions on timing.
 
 Run:  .venv/bin/python benchmarks/pending_poll.py --seconds 5
+      .venv/bin/python benchmarks/pending_poll.py --seconds 5 --servers 2
+      .venv/bin/python benchmarks/pending_poll.py --tasks 100000 --users 1 --polling-users 1
+      (one user's history: compare with --tasks 1000 for the cost of a long history)
 """
 
 from __future__ import annotations
@@ -184,6 +190,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cpu_total(pids: list[int]) -> float | None:
+    """cpu_seconds summed over processes; None where any is unknown."""
+    found = [cpu_seconds(pid) for pid in pids]
+    return None if None in found else sum(found)
+
+
 def cpu_seconds(pid: int) -> float | None:
     """utime + stime of a process (all its threads), from /proc; None where there is no /proc."""
     try:
@@ -225,6 +237,17 @@ def stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=10)
 
 
+def thread_settings() -> str:
+    """The servers' thread pools as their settings make them (SORAKIT_API_THREADS and
+    SORAKIT_HOT_THREADS in the environment they inherit)."""
+    try:
+        from sorakit.server.app import api_threads
+        from sorakit.server.deps import hot_threads
+    except ImportError:  # a server from before issue 13: anyio's default of 40 for every sync route
+        return "40 for every sync route (anyio's default)"
+    return f"{hot_threads()} for the hot routes (polls, task reads, creates), {api_threads()} for the rest"
+
+
 # -- the load generator ------------------------------------------------------------------------
 @dataclass
 class Phase:
@@ -248,6 +271,7 @@ class Phase:
 
 
 async def _poller(client: httpx2.AsyncClient, path: str, token: str, deadline: float, phase: Phase) -> None:
+    """``path`` is a full URL (its server's base and the endpoint)."""
     headers = {"Authorization": f"Bearer {token}"}
     clock = time.perf_counter
     while clock() < deadline:
@@ -264,32 +288,33 @@ async def _poller(client: httpx2.AsyncClient, path: str, token: str, deadline: f
             phase.errors[f"HTTP {response.status_code}"] += 1
 
 
-async def run_phase(client: httpx2.AsyncClient, name: str, paths: list[str], tokens: list[str],
-                    pollers: int, seconds: float, server_pid: int) -> Phase:
+async def run_phase(client: httpx2.AsyncClient, name: str, bases: list[str], paths: list[str],
+                    tokens: list[str], pollers: int, seconds: float, server_pids: list[int]) -> Phase:
     phase = Phase(name)
-    cpu0, client0 = cpu_seconds(server_pid), time.process_time()
+    cpu0, client0 = cpu_total(server_pids), time.process_time()
     start = time.perf_counter()
     deadline = start + seconds
-    await asyncio.gather(*(_poller(client, paths[i % len(paths)], tokens[i % len(tokens)], deadline, phase)
+    await asyncio.gather(*(_poller(client, bases[i % len(bases)] + paths[i % len(paths)],
+                                   tokens[i % len(tokens)], deadline, phase)
                            for i in range(pollers)))
     phase.elapsed = time.perf_counter() - start  # includes the requests in flight at the deadline
-    cpu1 = cpu_seconds(server_pid)
+    cpu1 = cpu_total(server_pids)
     phase.server_cpu = cpu1 - cpu0 if cpu0 is not None and cpu1 is not None else None
     phase.client_cpu = time.process_time() - client0
     return phase
 
 
-async def load(base: str, tokens: list[str], pollers: int, seconds: float, warmup: float,
-               server_pid: int) -> list[Phase]:
+async def load(bases: list[str], tokens: list[str], pollers: int, seconds: float, warmup: float,
+               server_pids: list[int]) -> list[Phase]:
     limits = httpx2.Limits(max_connections=pollers, max_keepalive_connections=pollers)
-    async with httpx2.AsyncClient(base_url=base, limits=limits, trust_env=False,
+    async with httpx2.AsyncClient(limits=limits, trust_env=False,
                                   timeout=httpx2.Timeout(30.0)) as client:
         phases = []
         if warmup > 0:
-            phases.append(await run_phase(client, "warm-up (both)", [HEALTHZ, PENDING], tokens, pollers,
-                                          warmup, server_pid))
+            phases.append(await run_phase(client, "warm-up (both)", bases, [HEALTHZ, PENDING], tokens, pollers,
+                                          warmup, server_pids))
         for name, path in (("/healthz #1", HEALTHZ), (PENDING, PENDING), ("/healthz #2", HEALTHZ)):
-            phases.append(await run_phase(client, name, [path], tokens, pollers, seconds, server_pid))
+            phases.append(await run_phase(client, name, bases, [path], tokens, pollers, seconds, server_pids))
         return phases
 
 
@@ -338,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="users with live tasks whose tokens the pollers use (25: 2 pollers each)")
     ap.add_argument("--window", type=float, default=300.0,
                     help="server's finished_window_seconds (300, the default setting)")
+    ap.add_argument("--servers", type=int, default=1,
+                    help="API processes on the one data dir, the pollers spread over them (1)")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--keep-data", action="store_true", help="keep the temp data dir and print its path")
     args = ap.parse_args(argv)
@@ -351,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(run is long: finished_window_seconds raised to {args.window:.0f} s so the mix stays put)")
 
     tmp = Path(tempfile.mkdtemp(prefix="sorakit-bench-"))
-    proc = None
+    procs: list[subprocess.Popen] = []
     try:
         data_dir = tmp / "data"
         settings = Settings(data_dir=data_dir, workers=0, finished_window_seconds=args.window)
@@ -375,30 +402,39 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.window:.0f} s window; {args.pollers} pollers, "
               f"{args.pollers / args.polling_users:.1f} per polling user")
 
-        port = free_port()
-        base = f"http://{HOST}:{port}"
-        log_path = tmp / "server.log"
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-c", SERVER_CODE, str(data_dir), str(port),
-                                     str(args.window)], stdout=log, stderr=subprocess.STDOUT)
-        wait_ready(proc, base, 60.0, log_path)
+        bases, logs = [], []
+        for i in range(args.servers):
+            port = free_port()
+            bases.append(f"http://{HOST}:{port}")
+            logs.append(tmp / f"server{i}.log")
+            with open(logs[-1], "wb") as log:
+                procs.append(subprocess.Popen([sys.executable, "-c", SERVER_CODE, str(data_dir), str(port),
+                                               str(args.window)], stdout=log, stderr=subprocess.STDOUT))
+        for proc, base, log_path in zip(procs, bases, logs):
+            wait_ready(proc, base, 60.0, log_path)
+        base = bases[0]
+        if args.servers > 1:
+            print(f"{args.servers} API processes on the one database, the pollers spread over them "
+                  f"(server CPU below is their sum)")
 
         size, count, statuses = sample_pending(base, tokens[0])
         print(f"one pending/v2 response: {size} bytes, {count} tasks {dict(statuses)}")
+        print(f"server threads: {thread_settings()}")
         print(f"phases: warm-up {warmup:g} s, then {args.seconds:g} s each: /healthz, {PENDING}, /healthz")
 
-        phases = asyncio.run(load(base, tokens, args.pollers, args.seconds, warmup, proc.pid))
+        phases = asyncio.run(load(bases, tokens, args.pollers, args.seconds, warmup, [p.pid for p in procs]))
         report(phases, args.pollers)
 
         size2, count2, _ = sample_pending(base, tokens[0])
         if (size2, count2) != (size, count):
             print(f"note: the response changed during the run "
                   f"({count} -> {count2} tasks, {size} -> {size2} bytes)")
-        if proc.poll() is not None:
-            print(f"warning: server exited during the run:\n{_tail(log_path)}")
+        for proc, log_path in zip(procs, logs):
+            if proc.poll() is not None:
+                print(f"warning: a server exited during the run:\n{_tail(log_path)}")
         return 0
     finally:
-        if proc is not None:
+        for proc in procs:
             stop(proc)
         if args.keep_data:
             print(f"data kept in {tmp}")

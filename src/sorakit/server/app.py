@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import asynccontextmanager
 
+import anyio.to_thread
 from fastapi import FastAPI
 
 from .. import __version__
@@ -19,6 +21,15 @@ from .services import Services, build_services
 from .webhooks import WebhookSender
 
 log = logging.getLogger("sorakit.server")
+
+#: threads that run sync routes at once (anyio's default limiter, 40 unless set): more only fight
+#: over the GIL (issue 13). The hot routes have their own smaller pool (deps.HOT_THREADS); this one
+#: keeps room for slow ones (a prompt enhancer, uploads). SORAKIT_API_THREADS overrides it.
+API_THREADS = 8
+
+
+def api_threads() -> int:
+    return max(int(os.environ.get("SORAKIT_API_THREADS") or API_THREADS), 1)
 
 
 def _recover(services: Services) -> None:
@@ -38,6 +49,7 @@ def create_app(settings: Settings, *, engines: dict[str, Engine] | None = None,
     async def lifespan(app: FastAPI):
         from ..worker import WorkerPool
 
+        anyio.to_thread.current_default_thread_limiter().total_tokens = api_threads()
         _recover(services)
         if mode == "process" and count:
             from ..worker.processes import WorkerProcesses

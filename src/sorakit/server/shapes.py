@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import math
 import statistics
+import threading
+import time
+import weakref
+from dataclasses import dataclass
 from typing import Any
 
+from ..store import Store
 from .services import Services
 
 DEFAULT_SECONDS_PER_FRAME = 0.02  # until the server has timed a few tasks of its own
@@ -16,24 +21,81 @@ DEFAULT_SECONDS_PER_FRAME = 0.02  # until the server has timed a few tasks of it
 GENERATION_TYPES = {"generate": "video_gen", "remix": "remix", "extend": "extension",
                     "storyboard": "storyboard"}
 ENCODINGS = ("source", "source_wm", "md", "gif", "thumbnail", "unfurl")
+#: how long one reading of the queue's order (and of recent run times) serves every listing in this
+#: process. Positions of tasks already queued then lag claims made by other processes by at most
+#: this; a claim, cancel or delete made through this process's store drops the reading at once, and
+#: a task queued since the reading is placed by an exact count of its own.
+QUEUE_VIEW_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class QueueSnapshot:
+    until: float  # time.monotonic() after which it is read again
+    epoch: int  # the store's queue_epoch it was read at
+    order: dict[str, int]  # queued task id -> position (1: next)
+    per_frame: float  # median seconds per frame of recent runs
+
+
+_snapshots: weakref.WeakKeyDictionary[Store, QueueSnapshot] = weakref.WeakKeyDictionary()
+_reading = threading.Lock()
+
+
+def _read_snapshot(store: Store) -> QueueSnapshot:
+    epoch = store.queue_epoch
+    order = {task_id: i + 1 for i, task_id in enumerate(store.queue_order())}
+    samples = store.recent_run_seconds()
+    per_frame = statistics.median(samples) if samples else DEFAULT_SECONDS_PER_FRAME
+    snap = QueueSnapshot(time.monotonic() + QUEUE_VIEW_SECONDS, epoch, order, per_frame)
+    _snapshots[store] = snap
+    return snap
+
+
+def queue_snapshot(store: Store) -> QueueSnapshot:
+    """The queue as this process last read it, read again when older than QUEUE_VIEW_SECONDS or
+    when this process changed the queue since. One thread reads at a time; while it does, the
+    others keep using the reading that just expired (unless the queue changed here)."""
+    snap = _snapshots.get(store)
+    if snap is not None and snap.epoch == store.queue_epoch and time.monotonic() <= snap.until:
+        return snap
+    if snap is not None and snap.epoch == store.queue_epoch:
+        if not _reading.acquire(blocking=False):
+            return snap  # someone is reading it now: this one is at most a moment older
+    else:
+        _reading.acquire()
+    try:
+        again = _snapshots.get(store)
+        if again is not None and again is not snap and again.epoch == store.queue_epoch \
+                and time.monotonic() <= again.until:
+            return again  # read by another thread while this one waited
+        return _read_snapshot(store)
+    finally:
+        _reading.release()
 
 
 class QueueView:
-    """Queue positions and wait estimates, computed once per listing, and only when a listed
-    task is queued (most polls list none: then no queue query runs at all)."""
+    """Queue positions and wait estimates for one listing, only when a listed task is queued (most
+    polls list none: then nothing about the queue is read at all). The order comes from
+    :func:`queue_snapshot`, so positions may lag by up to QUEUE_VIEW_SECONDS; a queued task the
+    snapshot does not know yet (created since) is placed by an indexed count instead."""
 
     def __init__(self, services: Services, rows: list[dict]) -> None:
+        self.store = services.store
         self.order: dict[str, int] = {}
         self.per_frame = DEFAULT_SECONDS_PER_FRAME
         self.workers = max(services.settings.workers, 1)
         if any(r["status"] == "queued" for r in rows):
-            store = services.store
-            self.order = {task_id: i + 1 for i, task_id in enumerate(store.queue_order())}
-            samples = store.recent_run_seconds()
-            self.per_frame = statistics.median(samples) if samples else DEFAULT_SECONDS_PER_FRAME
+            snap = queue_snapshot(self.store)
+            self.order, self.per_frame = snap.order, snap.per_frame
 
     def position(self, task_id: str) -> int | None:
         return self.order.get(task_id)
+
+    def place(self, row: dict) -> int | None:
+        """The position of a listed task: None unless it is queued."""
+        if row["status"] != "queued":
+            return None
+        found = self.order.get(row["id"])
+        return found if found is not None else self.store.queue_position(row)
 
     def wait_seconds(self, position: int, n_frames: int) -> int:
         return math.ceil(position * n_frames * self.per_frame / self.workers)
@@ -89,7 +151,7 @@ class Shaper:
         return [self.task(r, gens[r["id"]], queue) for r in rows]
 
     def task(self, row: dict, gens: list[dict], queue: QueueView) -> dict[str, Any]:
-        position = queue.position(row["id"])
+        position = queue.place(row)
         wait = queue.wait_seconds(position, row["n_frames"]) if position else None
         return {
             "id": row["id"], "status": row["status"], "progress_pct": _progress(row),

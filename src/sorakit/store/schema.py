@@ -65,7 +65,9 @@ tasks = Table(
     Column("operation", String(20)),  # generate (NULL) | remix | extend | storyboard
     Column("inputs", JSON),  # the operation's inputs: source generation, shots, strength, ...
     Column("n_variants", Integer),  # videos this task makes (NULL: 1); the quota counts each
-    Index("ix_tasks_claim", "status", "priority", "created_at"),
+    # 0008 (replacing ix_tasks_claim): claims take the head of the queue in this index's order, never
+    # sorting it; queue positions and the global queue count read the index alone.
+    Index("ix_tasks_queue", "status", "priority", "created_at", "id"),
     Index("ix_tasks_user_created", "user_id", "created_at"),
     Index("ix_tasks_user_status", "user_id", "status"),
     Index("ix_tasks_user_finished", "user_id", "finished_at"),

@@ -8,12 +8,18 @@ that lost its lease can never record a result twice.
 
 from __future__ import annotations
 
+import functools
+import json
+import re
+import threading
 import time
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, false, func, insert, or_, select, update
+from sqlalchemy import (JSON, Boolean, Engine, Table, and_, bindparam, delete, func, insert, or_, select,
+                        update)
 from sqlalchemy.exc import IntegrityError
 
 from ..ids import new_id
@@ -23,7 +29,13 @@ from .schema import (generations, idempotency_keys, posts, sessions, signin_fail
 
 ACTIVE = ("preprocessing", "queued", "running", "processing")
 TERMINAL = ("succeeded", "failed", "cancelled")
+WAITING = ("preprocessing", "queued")  # what the global queue limit counts
 IDEMPOTENCY_WINDOW = 24 * 3600.0
+#: how long a verified token (and its user's row) is believed without asking the database again:
+#: a revocation or a disabled user made by another process takes effect within this (one made
+#: through this process's store, at once)
+AUTH_CACHE_SECONDS = 0.5
+AUTH_CACHE_SIZE = 10_000
 
 
 class IdempotencyConflict(Exception):
@@ -41,37 +53,121 @@ class Claim:
 
 
 class Usage:
-    """A user's counts as one transaction sees them (the quota's inputs)."""
+    """A user's counts as one transaction sees them (the quota's inputs).
+
+    Every count takes an optional ``bound``: the caller only needs to know whether it reaches
+    that (a limit), so counting stops there and the cost does not grow with the store."""
 
     def __init__(self, conn, user_id: str) -> None:
         self.conn, self.user_id = conn, user_id
 
-    def active(self) -> int:
-        return _count_active(self.conn, self.user_id)
+    def active(self, bound: int | None = None) -> int:
+        return _count_active(self.conn, self.user_id, bound)
 
     def created_since(self, since: float) -> list[float]:
         return _created_since(self.conn, self.user_id, since)
 
-    def queued(self) -> int:
-        return _count_queued(self.conn)
+    def daily(self, since: float, limit: int) -> tuple[int, float | None]:
+        return _daily(self.conn, self.user_id, since, limit)
+
+    def queued(self, bound: int | None = None) -> int:
+        return _count_queued(self.conn, bound)
+
+    def queue_reaches(self, limit: int) -> bool:
+        return _queue_reaches(self.conn, limit)
 
 
-def _count_active(conn, user_id: str) -> int:
-    stmt = select(func.count()).select_from(tasks).where(tasks.c.user_id == user_id,
-                                                         tasks.c.status.in_(ACTIVE))
-    return conn.execute(stmt).scalar_one()
+_ACTIVE_IN = ", ".join(f"'{s}'" for s in ACTIVE)
+_WAITING_IN = ", ".join(f"'{s}'" for s in WAITING)
+_MARKER = re.compile(r"(?<![:\w]):(\w+)")
+
+
+@functools.lru_cache(maxsize=1024)
+def _marked(sql: str, pyformat: bool) -> str:
+    """``:name`` markers as the driver wants them (sqlite3 takes them as they are; psycopg wants
+    ``%(name)s``)."""
+    return _MARKER.sub(r"%(\1)s", sql) if pyformat else sql
+
+
+def _pyformat(dialect) -> bool:
+    return dialect.name != "sqlite" and getattr(dialect.dbapi, "paramstyle", "named") in ("pyformat", "format")
+
+
+def _on(conn, sql: str, params: dict[str, Any]) -> list[tuple]:
+    """Rows of plain SQL run on the driver connection under an SQLAlchemy connection, inside the
+    transaction it has open (the quota's counts: no statement to build and compile per call)."""
+    cur = conn.connection.dbapi_connection.cursor()
+    try:
+        cur.execute(_marked(sql, _pyformat(conn.dialect)), params)
+        return cur.fetchall()
+    finally:
+        cur.close()
+
+
+def _bounded_count(conn, select_sql: str, params: dict[str, Any], bound: int | None) -> int:
+    """COUNT(*) of ``select_sql``'s rows, stopping at ``bound`` (a LIMIT inside: the index walk
+    ends there)."""
+    if bound is None:
+        return int(_on(conn, f"SELECT COUNT(*) FROM ({select_sql}) AS w", params)[0][0])
+    return int(_on(conn, f"SELECT COUNT(*) FROM ({select_sql} LIMIT :bound) AS w", {**params, "bound": bound})[0][0])
+
+
+def _count_active(conn, user_id: str, bound: int | None = None) -> int:
+    # (user_id, status) alone: ix_tasks_user_status covers it
+    return _bounded_count(conn, f"SELECT status FROM tasks WHERE user_id = :user_id AND status IN ({_ACTIVE_IN})",
+                          {"user_id": user_id}, bound)
 
 
 def _created_since(conn, user_id: str, since: float) -> list[float]:
     """Creation times of the user's videos since ``since``: a task of N variations counts N times."""
-    stmt = (select(tasks.c.created_at, tasks.c.n_variants)
-            .where(tasks.c.user_id == user_id, tasks.c.created_at >= since).order_by(tasks.c.created_at))
-    return [r.created_at for r in conn.execute(stmt) for _ in range(r.n_variants or 1)]
+    rows = _on(conn, "SELECT created_at, n_variants FROM tasks WHERE user_id = :user_id AND created_at >= :since "
+                     "ORDER BY created_at", {"user_id": user_id, "since": since})
+    return [created for created, n in rows for _ in range(n or 1)]
 
 
-def _count_queued(conn) -> int:
-    stmt = select(func.count()).select_from(tasks).where(tasks.c.status.in_(("preprocessing", "queued")))
-    return conn.execute(stmt).scalar_one()
+def _daily(conn, user_id: str, since: float, limit: int) -> tuple[int, float | None]:
+    """``(used, frees_at)`` of a rolling daily quota of ``limit`` videos: the videos the user's tasks
+    created since ``since`` make (a task of N variations counts N), and the creation time whose
+    ageing out frees a slot (the oldest while under the limit; None when there is none).
+
+    Exactly what :func:`_created_since` gives, without reading the whole window: while the user is
+    under the limit at most ``limit`` tasks are read (each counts at least once), on
+    ix_tasks_user_created, so the cost is bounded by the limit, not by the user's history."""
+    used, oldest = _on(conn, "SELECT COALESCE(SUM(n), 0), MIN(created_at) FROM (SELECT created_at, "
+                             "COALESCE(NULLIF(n_variants, 0), 1) AS n FROM tasks WHERE user_id = :user_id "
+                             "AND created_at >= :since ORDER BY created_at LIMIT :limit) AS w",
+                       {"user_id": user_id, "since": since, "limit": max(limit, 1)})[0]
+    if used < limit:
+        return int(used), oldest
+    # At or over the limit (rare: a full quota refuses before inserting more): the slot that frees
+    # first so that used drops below the limit is the (used-limit+1)-th oldest video.
+    times = _created_since(conn, user_id, since)
+    return len(times), times[len(times) - limit] if times else None
+
+
+def _count_queued(conn, bound: int | None = None) -> int:
+    # ix_tasks_queue covers it
+    return _bounded_count(conn, f"SELECT status FROM tasks WHERE status IN ({_WAITING_IN})", {}, bound)
+
+
+def _queue_reaches(conn, limit: int) -> bool:
+    """Whether ``limit`` or more tasks wait for a worker (the global queue limit).
+
+    Counted on ix_tasks_queue, stopping at ``limit``. On SQLite a table holds no more rows than its
+    rowids span, read in two index seeks: when the limit is above that, it cannot be reached and
+    nothing is counted (a queue limit set above anything the store holds costs nothing per create)."""
+    if conn.dialect.name == "sqlite":
+        span = _on(conn, "SELECT (SELECT MAX(rowid) FROM tasks) - (SELECT MIN(rowid) FROM tasks) + 1", {})[0][0] or 0
+        if span < limit:
+            return False
+    return _count_queued(conn, limit) >= limit
+
+
+# Statements every create runs, built once (building and keying one costs more than running it).
+_LOCK_USER = select(users.c.id).where(users.c.id == bindparam("user_id")).with_for_update()
+_INSERT_TASK = insert(tasks)
+_ADMIT = (update(tasks).where(tasks.c.id == bindparam("task_id"), tasks.c.status == "preprocessing")
+          .values(status="queued"))
 
 
 def _row(row) -> dict[str, Any] | None:
@@ -89,12 +185,159 @@ def _task_ended(conn, task_id: str, status: str, now: float) -> None:
     webhooks.enqueue(conn, task_id, status, now)
 
 
+class TtlCache:
+    """A small cache of values believed for ``ttl`` seconds (monotonic time), dropped at once by
+    :meth:`invalidate`. A value read before an invalidation is never stored after it: take
+    :attr:`epoch` before reading, and hand it to :meth:`put`."""
+
+    def __init__(self, ttl: float, size: int) -> None:
+        self.ttl, self.size = ttl, size
+        self.epoch = 0
+        self._items: dict[Any, tuple[float, int, Any]] = {}
+
+    def get(self, key: Any) -> Any | None:
+        found = self._items.get(key)
+        if found is None:
+            return None
+        deadline, epoch, value = found
+        if epoch != self.epoch or time.monotonic() > deadline:
+            self._items.pop(key, None)
+            return None
+        return value
+
+    def put(self, key: Any, value: Any, epoch: int) -> None:
+        if epoch != self.epoch:
+            return  # invalidated while the value was being read
+        if len(self._items) >= self.size:
+            self._items.clear()
+        self._items[key] = (time.monotonic() + self.ttl, epoch, value)
+
+    def invalidate(self) -> None:
+        self.epoch += 1
+        self._items.clear()
+
+
+class _Sql:
+    """The hot reads as plain SQL with ``:name`` bound parameters, run on the driver's own
+    connection: no statement building, compiling or result processing per call (SQLAlchemy Core
+    costs ~10x the query itself there). Each statement is one SELECT, so it reads one snapshot
+    without a transaction of its own. The text is plain SQL that SQLite and PostgreSQL both take;
+    for a driver that wants ``%(name)s`` markers they are rewritten once, here.
+
+    Values come back as SQLAlchemy would give them: JSON columns decoded, booleans as bool."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.sqlite = engine.dialect.name == "sqlite"
+        self.pyformat = _pyformat(engine.dialect)
+        self.quote = engine.dialect.identifier_preparer.quote
+        self._todo: dict[str, list[tuple[int, str, Callable[[Any], Any]]]] = {}
+        # Only SQLite's driver hands JSON and booleans back as text and integers.
+        self._convert: dict[str, Callable[[Any], Any]] = {}
+        if self.sqlite:
+            for table in (tasks, generations, tokens, users):
+                for c in table.c:
+                    if isinstance(c.type, JSON):
+                        self._convert[c.name] = json.loads
+                    elif isinstance(c.type, Boolean):
+                        self._convert[c.name] = bool
+
+    def columns(self, table: Table, alias: str = "", prefix: str = "", skip: tuple[str, ...] = ()) -> str:
+        """A select list of ``table``'s columns (as schema.py has them), each ``prefix``-ed."""
+        q = self.quote
+        lead = f"{alias}." if alias else ""
+        return ", ".join(f"{lead}{q(c.name)}" + (f" AS {q(prefix + c.name)}" if prefix else "")
+                         for c in table.c if c.name not in skip)
+
+    def text(self, sql: str) -> str:
+        return _marked(sql, self.pyformat)
+
+    def all(self, sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        conn = self.engine.raw_connection()
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute(self.text(sql), params)
+                names = [d[0] for d in cur.description]
+                rows = cur.fetchall()
+            finally:
+                cur.close()
+        finally:
+            conn.close()  # back to the pool (which ends any transaction the driver began)
+        todo = self._todo.get(sql)
+        if todo is None:  # which columns need converting, by position: once per statement
+            convert = self._convert
+            todo = [(i, name, convert[name.partition("__")[2] or name]) for i, name in enumerate(names)
+                    if (name.partition("__")[2] or name) in convert]
+            if len(self._todo) < 1000:
+                self._todo[sql] = todo
+        out = []
+        for row in rows:
+            item = dict(zip(names, row))
+            for i, name, fn in todo:
+                if row[i] is not None:
+                    item[name] = fn(row[i])
+            out.append(item)
+        return out
+
+    def one(self, sql: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        found = self.all(sql, params)
+        return found[0] if found else None
+
+
 class Store:
     def __init__(self, engine: Engine, clock: Callable[[], float] = time.time) -> None:
         self.engine = engine
         self.clock = clock
+        self.sql = _Sql(engine)
+        #: verified tokens with their user's row (server/auth.py); every change to tokens, users or
+        #: sessions made through this store invalidates it
+        self.auth_cache = TtlCache(AUTH_CACHE_SECONDS, AUTH_CACHE_SIZE)
+        #: bumped by every change made here that can move a queued task forward (a claim, a
+        #: cancel, a delete, a release): cached queue positions (server/shapes.py) are dropped then
+        self.queue_epoch = 0
+        self._lock = threading.Lock()
+        self._write_lock = threading.RLock()
+        self._prepare_sql()
+
+    def _prepare_sql(self) -> None:
+        q, sql = self.sql.quote, self.sql
+        t = q("tasks")
+        listed = sql.columns(tasks, skip=("request",))  # the stored body is never shown
+        active = ", ".join(f"'{s}'" for s in ACTIVE)
+        # pending: two indexed reads in one statement (one snapshot): the unfinished tasks
+        # (ix_tasks_user_status) and those finished since the cutoff (ix_tasks_user_finished).
+        self._sql_active = f"SELECT {listed} FROM {t} WHERE user_id = :user_id AND status IN ({active})"
+        self._sql_pending = (f"{self._sql_active} UNION ALL SELECT {listed} FROM {t} WHERE user_id = :user_id "
+                             f"AND finished_at >= :cutoff AND status NOT IN ({active})")
+        self._sql_task = f"SELECT {sql.columns(tasks)} FROM {t} WHERE id = :id"
+        self._sql_task_of = f"{self._sql_task} AND user_id = :user_id"
+        self._sql_token_user = (
+            f"SELECT {sql.columns(tokens, 't')}, {sql.columns(users, 'u', 'u__')} FROM {q('tokens')} t "
+            f"JOIN {q('users')} u ON u.id = t.user_id WHERE t.id = :id")
+        self._sql_generations = f"SELECT {sql.columns(generations)} FROM {q('generations')} WHERE task_id IN "
+        # a queued task's place: the queued tasks taken before it, and itself (ix_tasks_queue)
+        # (a row-value range: only the index entries ahead of it are read)
+        self._sql_position = (f"SELECT COUNT(*) AS n FROM {t} WHERE status = 'queued' "
+                              f"AND (priority, created_at, id) <= (:priority, :created_at, :id)")
+
+    def _auth_changed(self) -> None:
+        self.auth_cache.invalidate()
+
+    def _queue_changed(self) -> None:
+        with self._lock:
+            self.queue_epoch += 1
 
     # -- plumbing -------------------------------------------------------------------------
+    @contextmanager
+    def _begin(self):
+        """A write transaction. This process's writers queue on a lock of ours first: SQLite lets
+        one writer in at a time, and a thread refused by it sleeps in the busy handler (1, 2, 5, 10
+        ms ...) however soon the lock frees, so threads contending there lose most of their time
+        asleep. Other processes still queue in the busy handler."""
+        with self._write_lock, self.engine.begin() as conn:
+            yield conn
+
     def _read(self):
         return self.engine.connect().execution_options(readonly=True)
 
@@ -107,7 +350,7 @@ class Store:
             return [dict(r._mapping) for r in conn.execute(stmt)]
 
     def _write(self, stmt) -> int:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return conn.execute(stmt).rowcount
 
     # -- users and tokens -----------------------------------------------------------------
@@ -143,10 +386,8 @@ class Store:
         return self._one(select(tokens).where(tokens.c.id == token_id))
 
     def token_user(self, token_id: str) -> tuple[dict, dict] | None:
-        """A token's row and its user's, in one query (every request asks)."""
-        stmt = (select(tokens, *[c.label(f"u__{c.name}") for c in users.c])
-                .join(users, users.c.id == tokens.c.user_id).where(tokens.c.id == token_id))
-        row = self._one(stmt)
+        """A token's row and its user's, in one query (every request asks: plain SQL)."""
+        row = self.sql.one(self._sql_token_user, {"id": token_id})
         if row is None:
             return None
         user = {k[3:]: row.pop(k) for k in list(row) if k.startswith("u__")}
@@ -155,7 +396,10 @@ class Store:
     def revoke_token(self, token_id: str) -> bool:
         stmt = (update(tokens).where(tokens.c.id == token_id, tokens.c.revoked_at.is_(None))
                 .values(revoked_at=self.clock()))
-        return self._write(stmt) == 1
+        try:
+            return self._write(stmt) == 1
+        finally:
+            self._auth_changed()
 
     # -- creating tasks -------------------------------------------------------------------
     def create_task(self, row: dict, idem_key: str | None = None, body_hash: str = "",
@@ -169,8 +413,8 @@ class Store:
         ``replace_key``: the key is re-pointed at this new task instead of replaying an older one.
         """
         now = self.clock()
-        with self.engine.begin() as conn:
-            conn.execute(select(users.c.id).where(users.c.id == row["user_id"]).with_for_update())
+        with self._begin() as conn:
+            conn.execute(_LOCK_USER, {"user_id": row["user_id"]})
             if idem_key and replace_key:
                 conn.execute(delete(idempotency_keys).where(idempotency_keys.c.user_id == row["user_id"],
                                                             idempotency_keys.c.key == idem_key))
@@ -184,14 +428,14 @@ class Store:
                 conn.execute(insert(idempotency_keys).values(
                     user_id=row["user_id"], key=idem_key, body_hash=body_hash,
                     task_id=row["id"], created_at=now))
-            conn.execute(insert(tasks).values(**row))
+            conn.execute(_INSERT_TASK, row)
         return row, False
 
     def replay(self, user_id: str, key: str, body_hash: str,
                window: float = IDEMPOTENCY_WINDOW) -> dict | None:
         """The task an idempotency key made within ``window`` seconds, if any (IdempotencyConflict
         on another body)."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return self._replay(conn, user_id, key, body_hash, self.clock(), window)
 
     def forget_key(self, user_id: str, key: str) -> None:
@@ -213,33 +457,48 @@ class Store:
 
     def admit(self, task_id: str) -> bool:
         """preprocessing -> queued, once the request passed moderation."""
-        stmt = (update(tasks).where(tasks.c.id == task_id, tasks.c.status == "preprocessing")
-                .values(status="queued"))
-        return self._write(stmt) == 1
+        with self._begin() as conn:
+            return conn.execute(_ADMIT, {"task_id": task_id}).rowcount == 1
 
     def preprocessing_ids(self) -> list[str]:
         return [r["id"] for r in self._all(select(tasks.c.id).where(tasks.c.status == "preprocessing"))]
 
     # -- reading tasks --------------------------------------------------------------------
     def task(self, task_id: str, user_id: str | None = None) -> dict | None:
-        stmt = select(tasks).where(tasks.c.id == task_id)
-        if user_id is not None:
-            stmt = stmt.where(tasks.c.user_id == user_id)
-        return self._one(stmt)
+        if user_id is None:
+            return self.sql.one(self._sql_task, {"id": task_id})
+        return self.sql.one(self._sql_task_of, {"id": task_id, "user_id": user_id})
 
     def pending(self, user_id: str, finished_window: float) -> list[dict]:
-        """Unfinished tasks, plus those finished within the window; newest first."""
-        cutoff = self.clock() - finished_window
-        recent = tasks.c.finished_at >= cutoff if finished_window > 0 else false()
-        listed = [c for c in tasks.c if c.name != "request"]  # the stored body is never shown
-        stmt = (select(*listed).where(tasks.c.user_id == user_id,
-                                      or_(tasks.c.status.in_(ACTIVE), recent))
-                .order_by(tasks.c.created_at.desc()))
-        return self._all(stmt)
+        """Unfinished tasks, plus those finished within the window; newest first.
+
+        Two index searches (the unfinished; the finished since the cutoff), so the cost does not
+        grow with the user's history."""
+        if finished_window > 0:
+            rows = self.sql.all(self._sql_pending, {"user_id": user_id,
+                                                    "cutoff": self.clock() - finished_window})
+        else:
+            rows = self.sql.all(self._sql_active, {"user_id": user_id})
+        rows.sort(key=lambda r: (r["created_at"], r["id"]), reverse=True)
+        return rows
 
     def count_active(self, user_id: str) -> int:
         with self._read() as conn:
             return _count_active(conn, user_id)
+
+    def daily_usage(self, user_id: str, since: float, limit: int) -> tuple[int, float | None]:
+        """``(used, frees_at)`` of the daily quota (see :func:`_daily`)."""
+        with self._read() as conn:
+            return _daily(conn, user_id, since, limit)
+
+    def queue_position(self, task: dict) -> int | None:
+        """A queued task's place in the queue now (1: next), counted on the claim index; None when
+        it is not queued."""
+        if task["status"] != "queued":
+            return None
+        found = self.sql.one(self._sql_position, {"priority": task["priority"],
+                                                  "created_at": task["created_at"], "id": task["id"]})
+        return int(found["n"]) or None
 
     def created_since(self, user_id: str, since: float) -> list[float]:
         """Creation times of the user's tasks since ``since``, oldest first (daily quota)."""
@@ -267,7 +526,7 @@ class Store:
     def request_cancel(self, task_id: str, user_id: str) -> dict | None:
         """Cancel a queued task at once; flag a running one for its worker. Returns the task."""
         now = self.clock()
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             mine = and_(tasks.c.id == task_id, tasks.c.user_id == user_id)
             if conn.execute(update(tasks).where(mine, tasks.c.status.in_(("preprocessing", "queued")))
                             .values(status="cancelled", failure_reason="task_cancelled", finished_at=now,
@@ -275,21 +534,27 @@ class Store:
                 _task_ended(conn, task_id, "cancelled", now)
             conn.execute(update(tasks).where(mine, tasks.c.status.in_(("running", "processing")))
                          .values(cancel_requested=True))
-            return _row(conn.execute(select(tasks).where(mine)).first())
+            row = _row(conn.execute(select(tasks).where(mine)).first())
+        self._queue_changed()
+        return row
 
     # -- workers: claim, renew, progress, finish ------------------------------------------
     def claim(self, owner: str, lease_seconds: float, max_attempts: int) -> Claim | None:
         """Take the next queued task, or one whose lease ran out (a crashed worker's)."""
         now = self.clock()
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             self._fail_exhausted(conn, now, max_attempts)
-            stmt = (select(tasks).where(or_(
-                        tasks.c.status == "queued",
-                        and_(tasks.c.status.in_(("running", "processing")), tasks.c.lease_expires < now)))
+            # Two index searches rather than one OR (which sorts every queued task): the head of
+            # the queue (ix_tasks_queue, in its order), and the few tasks whose lease ran out.
+            head = (select(tasks).where(tasks.c.status == "queued")
                     .order_by(tasks.c.priority, tasks.c.created_at, tasks.c.id).limit(1))
-            row = _row(conn.execute(stmt).first())
-            if row is None:
+            lapsed = select(tasks).where(tasks.c.status.in_(("running", "processing")),
+                                         tasks.c.lease_expires < now)
+            found = [dict(r._mapping) for r in conn.execute(head)]
+            found += [dict(r._mapping) for r in conn.execute(lapsed)]
+            if not found:
                 return None
+            row = min(found, key=lambda r: (r["priority"], r["created_at"], r["id"]))
             # A retaken task keeps the progress its dead attempt reached: progress never goes
             # backwards (the new attempt's bar stalls there until it passes it).
             progress = 0.0 if row["progress"] is None else row["progress"]
@@ -298,7 +563,8 @@ class Store:
                       "started_at": row["started_at"] or now}
             conn.execute(update(tasks).where(tasks.c.id == row["id"]).values(**values))
             row.update(values)
-            return Claim(task=row, owner=owner)
+        self._queue_changed()
+        return Claim(task=row, owner=owner)
 
     def _fail_exhausted(self, conn, now: float, max_attempts: int) -> None:
         """Give up tasks whose last allowed attempt died, each with a ``sora_error`` draft."""
@@ -321,7 +587,7 @@ class Store:
 
     def renew(self, claim: Claim, lease_seconds: float) -> tuple[bool, bool]:
         """Extend the lease; returns ``(still_held, cancel_requested)``."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             held = conn.execute(update(tasks).where(self._held(claim))
                                 .values(lease_expires=self.clock() + lease_seconds)).rowcount == 1
             flag = conn.execute(select(tasks.c.cancel_requested).where(tasks.c.id == claim.task["id"])).scalar()
@@ -336,7 +602,7 @@ class Store:
         """Record the outcome (and its drafts: one, or one per variation) atomically, only if the
         lease is still ours."""
         now = self.clock()
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             # A failed or cancelled task keeps the progress it had reached: it shows where it stopped.
             progress = {"progress": 1.0} if status == "succeeded" else {}
             done = conn.execute(update(tasks).where(self._held(claim)).values(
@@ -354,12 +620,15 @@ class Store:
         progress stays, so the next attempt carries on from that mark (/v1 never goes back)."""
         stmt = update(tasks).where(self._held(claim)).values(
             status="queued", lease_owner=None, lease_expires=None, attempts=tasks.c.attempts - 1)
-        return self._write(stmt) == 1
+        try:
+            return self._write(stmt) == 1
+        finally:
+            self._queue_changed()
 
     def fail_unclaimed(self, task_id: str, failure_reason: str, generation: dict | None = None) -> None:
         """Fail a task no worker holds (moderation at admission)."""
         now = self.clock()
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             moved = conn.execute(update(tasks).where(tasks.c.id == task_id, tasks.c.status == "preprocessing")
                                  .values(status="failed", failure_reason=failure_reason,
                                          finished_at=now)).rowcount
@@ -376,7 +645,7 @@ class Store:
         insert share one write transaction (``BEGIN IMMEDIATE`` on SQLite; elsewhere the user's row
         is locked), so two processes cannot both take the last of a quota.
         """
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(select(users.c.id).where(users.c.id == row["user_id"]).with_for_update())
             used = self._upload_bytes(conn, row["user_id"])
             if quota is not None and used + row["bytes"] > quota:
@@ -421,7 +690,7 @@ class Store:
         Returns ``(row, needed_by)``: ``row`` is None when the user has no such upload; when
         ``needed_by`` (task ids) is not empty nothing was deleted.
         """
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             mine = and_(uploads.c.id == upload_id, uploads.c.user_id == user_id)
             row = _row(conn.execute(select(uploads).where(mine)).first())
             if row is None:
@@ -433,7 +702,7 @@ class Store:
 
     def delete_uploads_before(self, before: float) -> list[dict]:
         """Delete uploads created before ``before`` that no unfinished task names; returns them."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             stmt = select(uploads).where(uploads.c.created_at < before)
             old = [dict(r._mapping) for r in conn.execute(stmt)]
             needed = self._needed_uploads(conn)
@@ -452,9 +721,11 @@ class Store:
     def generations_for(self, task_ids: Iterable[str]) -> dict[str, list[dict]]:
         ids = list(task_ids)
         found: dict[str, list[dict]] = {i: [] for i in ids}
-        if ids:
-            for row in self._all(select(generations).where(generations.c.task_id.in_(ids))
-                                 .order_by(generations.c.created_at)):
+        if ids:  # every listing asks: plain SQL, one bound parameter per id (ix_generations_task)
+            marks = ", ".join(f":t{i}" for i in range(len(ids)))
+            rows = self.sql.all(f"{self._sql_generations}({marks})", {f"t{i}": v for i, v in enumerate(ids)})
+            rows.sort(key=lambda r: r["created_at"])  # stable: ties keep the database's order
+            for row in rows:
                 found[row["task_id"]].append(row)
         return found
 
@@ -475,7 +746,7 @@ class Store:
         return self._all(stmt)
 
     def delete_generation(self, gen_id: str, user_id: str) -> dict | None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             mine = and_(generations.c.id == gen_id, generations.c.user_id == user_id)
             row = _row(conn.execute(select(generations).where(mine)).first())
             if row is not None:
@@ -508,7 +779,7 @@ class Store:
         """Delete a task with its drafts and keys; returns the drafts (their files are the caller's
         to remove), or None when the user has no such task. A running task's worker then finds its
         lease gone, stops, and records nothing."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             mine = and_(tasks.c.id == task_id, tasks.c.user_id == user_id)
             if conn.execute(select(tasks.c.id).where(mine)).first() is None:
                 return None
@@ -518,6 +789,7 @@ class Store:
             conn.execute(delete(generations).where(generations.c.task_id == task_id))
             conn.execute(delete(idempotency_keys).where(idempotency_keys.c.task_id == task_id))
             conn.execute(delete(tasks).where(mine))
+        self._queue_changed()
         return gens
 
     # -- retention ------------------------------------------------------------------------
@@ -527,7 +799,7 @@ class Store:
         now = self.clock()
         has_draft = select(generations.c.id).where(generations.c.task_id == tasks.c.id).exists()
         old = and_(tasks.c.status.in_(TERMINAL), tasks.c.finished_at < finished_before, ~has_draft)
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             keys = conn.execute(delete(idempotency_keys).where(
                 idempotency_keys.c.created_at < now - IDEMPOTENCY_WINDOW)).rowcount
             # A key naming a task we are about to delete goes too (it could only replay a 404).
@@ -544,20 +816,26 @@ class Store:
     def set_password(self, user_id: str, password_hash: str) -> int:
         """Set a user's password hash; their sessions end (a new password signs every browser
         out). Returns how many ended."""
-        with self.engine.begin() as conn:
-            conn.execute(update(users).where(users.c.id == user_id).values(password_hash=password_hash))
-            return self._end_sessions(conn, sessions.c.user_id == user_id)
+        try:
+            with self._begin() as conn:
+                conn.execute(update(users).where(users.c.id == user_id).values(password_hash=password_hash))
+                return self._end_sessions(conn, sessions.c.user_id == user_id)
+        finally:
+            self._auth_changed()
 
     def set_disabled(self, user_id: str, disabled: bool) -> int:
         """Disable (their sessions end with it; returns how many) or enable a user. While disabled,
         every token of theirs is refused (server/auth.py reads ``disabled_at``)."""
-        with self.engine.begin() as conn:
-            if not disabled:
-                conn.execute(update(users).where(users.c.id == user_id).values(disabled_at=None))
-                return 0
-            conn.execute(update(users).where(users.c.id == user_id, users.c.disabled_at.is_(None))
-                         .values(disabled_at=self.clock()))
-            return self._end_sessions(conn, sessions.c.user_id == user_id)
+        try:
+            with self._begin() as conn:
+                if not disabled:
+                    conn.execute(update(users).where(users.c.id == user_id).values(disabled_at=None))
+                    return 0
+                conn.execute(update(users).where(users.c.id == user_id, users.c.disabled_at.is_(None))
+                             .values(disabled_at=self.clock()))
+                return self._end_sessions(conn, sessions.c.user_id == user_id)
+        finally:
+            self._auth_changed()
 
     def _end_sessions(self, conn, which) -> int:
         """End the sessions ``which`` selects and revoke the tokens minted for them."""
@@ -575,7 +853,7 @@ class Store:
         token = _token_row(user_id, now, ttl_seconds)
         row = {"id": new_id("sess"), "user_id": user_id, "token_hash": token_hash, "created_at": now,
                "expires_at": token["expires_at"], "ended_at": None, "access_token_id": token["id"]}
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(delete(sessions).where(sessions.c.user_id == user_id, or_(
                 sessions.c.ended_at.is_not(None), sessions.c.expires_at < now)))
             conn.execute(insert(tokens).values(**token))
@@ -597,8 +875,11 @@ class Store:
         return row, user, token
 
     def end_session(self, session_id: str) -> bool:
-        with self.engine.begin() as conn:
-            return self._end_sessions(conn, sessions.c.id == session_id) == 1
+        try:
+            with self._begin() as conn:
+                return self._end_sessions(conn, sessions.c.id == session_id) == 1
+        finally:
+            self._auth_changed()
 
     def change_signin_failures(self, keys: list[str], change: Callable[[dict, float], dict],
                                window: float) -> None:
@@ -610,7 +891,7 @@ class Store:
         idle = and_(signin_failures.c.first_at < now - window,
                     or_(signin_failures.c.locked_until.is_(None),
                         signin_failures.c.locked_until < now - window))
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(delete(signin_failures).where(idle))
             found = {r.key: dict(r._mapping) for r in conn.execute(
                 select(signin_failures).where(signin_failures.c.key.in_(keys)))}
