@@ -112,6 +112,27 @@ def test_a_session_ended_by_another_process_is_refused_within_a_second(make_api)
     assert _refused_within(api, headers, 1.0) <= 1.0
 
 
+def test_a_cached_value_lives_ttl_from_its_read_not_from_its_store():
+    """A thread that read a token's row and stored it late (descheduled under load) must not
+    stretch its life past the TTL from the read; and a read overtaken by an invalidation is
+    never stored."""
+    from sorakit.store.store import TtlCache
+
+    cache = TtlCache(0.2, 10)
+    stamp = cache.stamp()
+    time.sleep(0.25)  # the reading thread stalls past the TTL before storing
+    cache.put("late", 1, stamp)
+    assert cache.get("late") is None
+    stamp = cache.stamp()
+    cache.invalidate()  # a revocation here while the value was being read
+    cache.put("overtaken", 1, stamp)
+    assert cache.get("overtaken") is None
+    cache.put("fresh", 1, cache.stamp())
+    assert cache.get("fresh") == 1
+    time.sleep(0.25)
+    assert cache.get("fresh") is None
+
+
 def test_a_cached_user_is_a_copy(make_api):
     """Callers get their own dict: one request changing it cannot change the next one's."""
     from sorakit.server import auth

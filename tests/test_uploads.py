@@ -204,10 +204,12 @@ def test_delete_is_owner_only(api):
 
 
 def test_list_is_newest_first_with_usage(api):
-    times = iter([1000.0, 2000.0])
-    api.services.store.clock = lambda: next(times)
+    now = [1000.0]  # the store's clock, set per upload (it may be read more than once per request)
+    api.services.store.clock = lambda: now[0]
     older = _upload(api, _image_bytes("PNG"), name="a.png").json()
+    now[0] = 2000.0
     newer = _upload(api, _image_bytes("JPEG"), name="b.jpg").json()
+    now[0] = 3000.0
     _upload(api, _image_bytes("PNG"), headers=api.bob)
     body = api.client.get("/backend/uploads", headers=api.alice).json()
     assert [i["id"] for i in body["items"]] == [newer["id"], older["id"]]

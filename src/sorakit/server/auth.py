@@ -68,7 +68,9 @@ def authenticate(store: Store, key: bytes, header: str | None) -> dict:
         return found
     token = _bearer(header)
     cache = store.auth_cache
-    epoch = cache.epoch  # taken before reading, so a revocation meanwhile is never cached over
+    # Taken before reading: what is read is believed for the TTL from now, not from whenever this
+    # thread gets to store it, and never after a revocation made here meanwhile.
+    stamp = cache.stamp()
     try:
         claims = jwt.decode(token, key, algorithms=[ALGORITHM], leeway=LEEWAY,
                             options={"require": ["sub", "exp", "jti"]})
@@ -81,7 +83,7 @@ def authenticate(store: Store, key: bytes, header: str | None) -> dict:
         raise errors.token_invalidated()
     if found[1]["disabled_at"] is not None:  # `sorakit users disable`: every token fails (within the TTL)
         raise errors.token_invalidated()
-    cache.put((key, token), (float(claims["exp"]), found[1]), epoch)
+    cache.put((key, token), (float(claims["exp"]), found[1]), stamp)
     return dict(found[1])
 
 

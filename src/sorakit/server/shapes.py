@@ -41,11 +41,11 @@ _reading = threading.Lock()
 
 
 def _read_snapshot(store: Store) -> QueueSnapshot:
-    epoch = store.queue_epoch
+    epoch, began = store.queue_epoch, time.monotonic()  # its age counts from before the reads
     order = {task_id: i + 1 for i, task_id in enumerate(store.queue_order())}
     samples = store.recent_run_seconds()
     per_frame = statistics.median(samples) if samples else DEFAULT_SECONDS_PER_FRAME
-    snap = QueueSnapshot(time.monotonic() + QUEUE_VIEW_SECONDS, epoch, order, per_frame)
+    snap = QueueSnapshot(began + QUEUE_VIEW_SECONDS, epoch, order, per_frame)
     _snapshots[store] = snap
     return snap
 

@@ -187,13 +187,17 @@ def _task_ended(conn, task_id: str, status: str, now: float) -> None:
 
 class TtlCache:
     """A small cache of values believed for ``ttl`` seconds (monotonic time), dropped at once by
-    :meth:`invalidate`. A value read before an invalidation is never stored after it: take
-    :attr:`epoch` before reading, and hand it to :meth:`put`."""
+    :meth:`invalidate`. Take a :meth:`stamp` before reading a value and hand it to :meth:`put`: the
+    value is then believed until ``ttl`` after its read *began* (however long the reading thread
+    waited before putting it), and never if an invalidation came meanwhile."""
 
     def __init__(self, ttl: float, size: int) -> None:
         self.ttl, self.size = ttl, size
         self.epoch = 0
         self._items: dict[Any, tuple[float, int, Any]] = {}
+
+    def stamp(self) -> tuple[int, float]:
+        return self.epoch, time.monotonic()
 
     def get(self, key: Any) -> Any | None:
         found = self._items.get(key)
@@ -205,12 +209,13 @@ class TtlCache:
             return None
         return value
 
-    def put(self, key: Any, value: Any, epoch: int) -> None:
+    def put(self, key: Any, value: Any, stamp: tuple[int, float]) -> None:
+        epoch, began = stamp
         if epoch != self.epoch:
             return  # invalidated while the value was being read
         if len(self._items) >= self.size:
             self._items.clear()
-        self._items[key] = (time.monotonic() + self.ttl, epoch, value)
+        self._items[key] = (began + self.ttl, epoch, value)
 
     def invalidate(self) -> None:
         self.epoch += 1
