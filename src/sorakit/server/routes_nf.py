@@ -38,22 +38,14 @@ def _submit(services: Services, user: dict, body: CreateRequest, raw: dict, key:
 
 
 @router.post("/create", openapi_extra=openapi_body(CreateRequest))
+@router.post("/bulk_create", openapi_extra=openapi_body(CreateRequest))
 async def create_task(user: dict = Depends(current_user),
                       parsed: tuple[CreateRequest, dict] = Depends(json_body(CreateRequest)),
                       services: Services = Depends(get_services),
                       idempotency_key: str | None = IdempotencyKey) -> dict:
     """Start a video. With ``remix_target_id`` (a draft ``gen_...`` or a post ``s_...``), remix it;
-    with ``nsamples`` > 1, make that many variations in one task."""
-    body, raw = parsed
-    return await run_hot(_submit, services, user, body, raw, idempotency_key)
-
-
-@router.post("/bulk_create", openapi_extra=openapi_body(CreateRequest))
-async def bulk_create(user: dict = Depends(current_user),
-                      parsed: tuple[CreateRequest, dict] = Depends(json_body(CreateRequest)),
-                      services: Services = Depends(get_services),
-                      idempotency_key: str | None = IdempotencyKey) -> dict:
-    """What the web page called for ``nsamples`` > 1: one task making that many variations."""
+    with ``nsamples`` > 1, make that many variations in one task (``bulk_create`` is what the web
+    page called for those: the same request)."""
     body, raw = parsed
     return await run_hot(_submit, services, user, body, raw, idempotency_key)
 

@@ -31,17 +31,21 @@ CONTENT = {"video": ("video_file", "video/mp4"), "thumbnail": ("thumbnail_file",
 
 
 # -- reading the create request ----------------------------------------------------------------
-async def _form(request: Request, services: Services) -> tuple[v1.VideoCreate, v1.Reference]:
-    # A data URL may travel as a form field: base64 of an image as large as an upload may be
-    # (the body limit still caps the whole request at upload_max_bytes plus a little).
-    room = services.settings.upload_max_bytes * 4 // 3 + 1024
+async def _read_form(request: Request, max_part_size: int):
+    """The form (at most one file) and its plain fields; a form that cannot be read is a 400."""
     try:
-        form = await request.form(max_files=1, max_fields=32, max_part_size=room)
+        form = await request.form(max_files=1, max_fields=32, max_part_size=max_part_size)
     except (ApiError, HTTPException):  # 413 from the body limit, among others: pass it on
         raise
     except Exception:  # starlette's multipart errors carry no stable type across versions
         raise errors.invalid_request("The multipart form could not be read.") from None
-    fields: dict[str, Any] = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile)}
+    return form, {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile)}
+
+
+async def _form(request: Request, services: Services) -> tuple[v1.VideoCreate, v1.Reference]:
+    # A data URL may travel as a form field: base64 of an image as large as an upload may be
+    # (the body limit still caps the whole request at upload_max_bytes plus a little).
+    form, fields = await _read_form(request, services.settings.upload_max_bytes * 4 // 3 + 1024)
     part = form.get("input_reference")
     ref = v1.Reference(part=part if isinstance(part, UploadFile) else None,
                        data_url=fields.pop("input_reference[image_url]", None),
@@ -113,14 +117,7 @@ async def _operation_body(request: Request, model: type, services: Services):
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     part = None
     if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        try:
-            form = await request.form(max_files=1, max_fields=32,
-                                      max_part_size=services.settings.upload_max_bytes + 1024)
-        except (ApiError, HTTPException):
-            raise
-        except Exception:
-            raise errors.invalid_request("The multipart form could not be read.") from None
-        fields: dict[str, Any] = {k: v for k, v in form.multi_items() if not isinstance(v, UploadFile)}
+        form, fields = await _read_form(request, services.settings.upload_max_bytes + 1024)
         found = form.get("video")
         part = found if isinstance(found, UploadFile) else None
         video_ref = fields.pop("video[id]", None)
