@@ -101,6 +101,30 @@ def api(make_api) -> Api:
     return make_api()
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """One throwaway PostgreSQL cluster for the whole run (tests/pg.py); skips where none can start."""
+    from pg import start_or_skip
+
+    cluster = start_or_skip()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_url(postgres) -> str:
+    """A fresh, empty PostgreSQL database for one test."""
+    return postgres.new_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path) -> str:
+    """Each store test runs on both backends: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    return request.getfixturevalue("pg_url")
+
+
 def assert_error(response, status: int, code: str, param: str | None = "__any__") -> dict:
     assert response.status_code == status, response.text
     body = response.json()

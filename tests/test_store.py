@@ -1,4 +1,6 @@
-"""The store on real SQLite files: migrations from empty, leases, attempts, exactly-once finish."""
+"""The store on real SQLite files and real PostgreSQL databases (the same tests on both, through the
+``database`` fixture): migrations from empty, leases, attempts, exactly-once finish, the fleet's
+workers table."""
 
 from __future__ import annotations
 
@@ -21,10 +23,11 @@ class Clock:
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = open_store(tmp_path / "s.db")
+def store(database):
+    s = open_store(database)
     s.clock = Clock()
-    return s
+    yield s
+    s.engine.dispose()
 
 
 def _task(store, user_id, **over):
@@ -189,3 +192,95 @@ def test_a_retried_attempt_stalls_rather_than_drops(store, monkeypatch):
         seen.append(store.task(task["id"])["progress"])
     assert seen[:4] == [0.42] * 4 and seen[4] == 0.5  # stalls at 0.42 until the retry passes it
     assert seen == sorted(seen) and seen[-1] == 0.99
+
+
+def test_a_worker_claims_only_the_engines_it_has(store):
+    user = store.create_user("u")
+    wan = _task(store, user["id"], engine="wan-1.3b")
+    preview = _task(store, user["id"])
+    assert store.claim("gpu", 30, 3, engines=["ltx"]) is None
+    assert store.claim("gpu", 30, 3, engines=[]) is None
+    assert store.claim("gpu", 30, 3, engines=["wan-1.3b"]).task["id"] == wan["id"]
+    assert store.claim("cpu", 30, 3, engines=["preview", "ltx"]).task["id"] == preview["id"]
+    # a lapsed lease goes to a worker with that engine, and only to one
+    store.clock.now += 31
+    assert store.claim("cpu", 30, 3, engines=["preview"]).task["id"] == preview["id"]
+    assert store.claim("gpu2", 30, 3, engines=["wan-1.3b"]).task["id"] == wan["id"]
+
+
+def test_claimers_at_once_take_each_task_exactly_once(store):
+    """Eight threads with their own connections claim from one queue: no task is taken twice and
+    none is left (on PostgreSQL through SKIP LOCKED, on SQLite through the write lock)."""
+    import threading
+
+    user = store.create_user("u")
+    made = {_task(store, user["id"])["id"] for _ in range(60)}
+    taken: list[str] = []
+    lock = threading.Lock()
+
+    def claimer(i: int) -> None:
+        while (claim := store.claim(f"w{i}", 30, 3)) is not None:
+            with lock:
+                taken.append(claim.task["id"])
+            assert store.finish(claim, "succeeded")
+
+    threads = [threading.Thread(target=claimer, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(taken) == sorted(made)
+    assert {store.task(t)["status"] for t in made} == {"succeeded"}
+
+
+def test_the_workers_table_follows_each_worker(store):
+    row = {"name": "gpu-a/0", "host": "gpu-a", "pid": 42, "version": "0.1.0", "engines": ["wan-1.3b"],
+           "device": "NVIDIA H200 (cuda:0)"}
+    store.register_worker(row)
+    store.clock.now += 5
+    assert store.worker_seen("gpu-a/0", current_task="task_x")
+    assert store.worker_seen("gpu-a/0", current_task=None, done=1)
+    (seen,) = store.workers()
+    assert seen["engines"] == ["wan-1.3b"] and seen["last_seen"] == store.clock()
+    assert seen["current_task"] is None and seen["tasks_done"] == 1 and seen["stopped_at"] is None
+    store.worker_stopped("gpu-a/0")
+    assert store.workers()[0]["stopped_at"] == store.clock()
+    store.register_worker(row)  # the same worker started again: a fresh row
+    assert store.workers()[0]["stopped_at"] is None and store.workers()[0]["tasks_done"] == 0
+    assert not store.worker_seen("nobody")
+    store.clock.now += 100
+    assert store.forget_workers(store.clock() - 50) == 1 and store.workers() == []
+
+
+def test_a_shared_value_is_made_once(store):
+    made = []
+
+    def make():
+        made.append(len(made))
+        return f"value-{len(made)}"
+
+    assert store.shared_value("k", make) == "value-1"
+    assert store.shared_value("k", make) == "value-1" and made == [0]
+
+
+def test_postgresql_migrations_from_empty_with_nodes_starting_at_once(pg_url):
+    """Four processes open one empty PostgreSQL database at once: every step is applied once, by
+    one of them, under the advisory lock; the others find it done."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys; from sorakit.store.db import postgres_engine; "
+            "from sorakit.store.migrations import migrate; "
+            "print(json.dumps(migrate(postgres_engine(sys.argv[1]))))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, pg_url], stdout=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    outs = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    applied_now = sorted(name for out in outs for name in out)
+    assert applied_now == sorted(name for name, _ in MIGRATIONS)
+    engine = open_store(pg_url).engine
+    assert {"users", "tasks", "workers", "shared_values"} <= set(inspect(engine).get_table_names())
+    with engine.connect() as conn:
+        assert applied(conn) == [name for name, _ in MIGRATIONS]
+    engine.dispose()

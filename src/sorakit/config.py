@@ -80,6 +80,21 @@ class Settings:
     prompt_enhancer_model: str = "default"
     prompt_enhancer_api_key: str | None = None  # sent as ``Authorization: Bearer``; never shown
     prompt_enhancer_timeout_seconds: float = 60.0
+    #: the store: unset, the SQLite file <data_dir>/sorakit.db (one machine); a
+    #: ``postgresql://user:pass@host/db`` URL for a fleet (API nodes and workers share it)
+    database_url: str | None = None
+    #: where videos, thumbnails and uploads are kept: unset, <data_dir>/media; another directory
+    #: (a shared mount); or ``s3://bucket/prefix`` (S3-compatible; links are presigned GETs)
+    media: str | None = None
+    #: the S3 endpoint and region for an ``s3://`` media setting (else boto3's own environment:
+    #: AWS_ENDPOINT_URL, AWS_REGION / AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    #: this worker's name in the ``workers`` table (default: host name and process id)
+    worker_name: str | None = None
+    #: peers (IPs or CIDRs) allowed to read ``/metrics``; empty turns it off. No token is asked:
+    #: keep it to loopback or a monitoring network
+    metrics_allow: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
 
     @property
     def db_path(self) -> Path:
@@ -87,6 +102,9 @@ class Settings:
 
     @property
     def media_dir(self) -> Path:
+        """The local media folder (for ``s3://`` media, still where temporary files go)."""
+        if self.media and not self.media.startswith("s3://"):
+            return Path(self.media).expanduser()
         return self.data_dir / "media"
 
     @property
@@ -102,7 +120,7 @@ def _coerce(name: str, value: Any) -> Any:
     try:
         if name == "data_dir":
             return Path(value).expanduser()
-        if name in ("blocked_terms", "trusted_proxies"):
+        if name in ("blocked_terms", "trusted_proxies", "metrics_allow"):
             items = value.split(",") if isinstance(value, str) else list(value)
             return [str(t).strip() for t in items if str(t).strip()]
         if name == "models":
@@ -192,6 +210,12 @@ def _validate(s: Settings) -> None:
     for name, ok in checks:
         if not ok:
             raise ConfigError(f"setting {name!r} is out of range: {getattr(s, name)!r}")
+    if s.database_url and not s.database_url.lower().startswith(("postgresql://", "postgresql+psycopg://",
+                                                                 "postgres://", "sqlite://")):
+        raise ConfigError("setting 'database_url' must be a postgresql:// URL (or sqlite:///PATH): "
+                          f"{s.database_url.split('@')[-1]!r}")
+    if s.media and s.media.startswith("s3://") and not s.media[5:].split("/")[0]:
+        raise ConfigError(f"setting 'media' names no bucket: {s.media!r} (expected s3://bucket/prefix)")
     if s.prompt_enhancer_url and not s.prompt_enhancer_url.lower().startswith(("http://", "https://")):
         raise ConfigError("setting 'prompt_enhancer_url' must be an http:// or https:// URL, such as "
                           f"http://127.0.0.1:8080/v1: {s.prompt_enhancer_url!r}")

@@ -8,8 +8,8 @@ import jwt
 import typer
 
 from ..server import auth
-from ..server.secrets import derive, master_secret
-from ..store import open_store
+from ..server.secrets import derive, shared_master_secret
+from ..store import store_for
 from .common import NEVER_SECONDS, DataDir, fail, parse_ttl, settings
 
 app = typer.Typer(help="Manage bearer tokens.", no_args_is_help=True)
@@ -23,11 +23,11 @@ def create(name: str,
     """Issue a token for user NAME. The token alone is printed on the last line."""
     s = settings(data_dir=data_dir)
     seconds = parse_ttl(ttl)
-    store = open_store(s.db_path)
+    store = store_for(s)
     user = store.user_by_name(name)
     if user is None:
         fail(f"no user named {name!r} (add one with `sorakit users add {name}`)")
-    token, row = auth.issue(store, derive(master_secret(s.data_dir), "jwt"), user["id"], seconds)
+    token, row = auth.issue(store, derive(shared_master_secret(s, store), "jwt"), user["id"], seconds)
     lifetime = "with no expiry" if seconds >= NEVER_SECONDS else f"valid for {ttl}"
     typer.echo(f"token {row['id']} for {name}, {lifetime} (shown once; revoke with "
                f"`sorakit token revoke {row['id']}`):", err=True)
@@ -50,6 +50,6 @@ def revoke(token_id: Annotated[str, typer.Argument(help="The token's id (tok_...
     """Revoke a token at once; requests with it get 401 token_invalidated."""
     s = settings(data_dir=data_dir)
     token_id = _token_id(token_id)
-    if not open_store(s.db_path).revoke_token(token_id):
+    if not store_for(s).revoke_token(token_id):
         fail(f"no active token {token_id!r}")
     typer.echo(f"revoked {token_id}")

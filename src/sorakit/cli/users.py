@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..server.sessions import MIN_PASSWORD_CHARS, hash_password
-from ..store import NameTaken, Store, open_store
+from ..store import NameTaken, Store, store_for
 from .common import DataDir, fail, settings
 
 app = typer.Typer(help="Manage users.", no_args_is_help=True)
@@ -49,7 +49,7 @@ def add(name: str,
     """Add a user; then `sorakit token create NAME` gives them a token, a password the web app."""
     s = settings(data_dir=data_dir)
     password = _password(True) if password_stdin else None  # read first: a refusal adds nobody
-    store = open_store(s.db_path)
+    store = store_for(s)
     try:
         user = store.create_user(name, concurrency, daily_limit, email=email)
     except NameTaken:
@@ -64,7 +64,7 @@ def add(name: str,
 def passwd(name: str, password_stdin: PasswordStdin = False, data_dir: DataDir = None) -> None:
     """Set a user's password for the web app (their signed-in browsers are signed out)."""
     s = settings(data_dir=data_dir)
-    store = open_store(s.db_path)
+    store = store_for(s)
     user = _user(store, name)
     ended = store.set_password(user["id"], hash_password(_password(password_stdin)))
     typer.echo(f"password set for {name}" + (f"; {ended} session(s) ended" if ended else ""))
@@ -74,7 +74,7 @@ def passwd(name: str, password_stdin: PasswordStdin = False, data_dir: DataDir =
 def disable(name: str, data_dir: DataDir = None) -> None:
     """Disable a user at once: sessions end, every token is refused, sign-in fails."""
     s = settings(data_dir=data_dir)
-    store = open_store(s.db_path)
+    store = store_for(s)
     ended = store.set_disabled(_user(store, name)["id"], True)
     typer.echo(f"disabled {name}; {ended} session(s) ended, tokens refused until "
                f"`sorakit users enable {name}`")
@@ -84,7 +84,7 @@ def disable(name: str, data_dir: DataDir = None) -> None:
 def enable(name: str, data_dir: DataDir = None) -> None:
     """Enable a disabled user: their tokens work again (ended sessions stay ended)."""
     s = settings(data_dir=data_dir)
-    store = open_store(s.db_path)
+    store = store_for(s)
     store.set_disabled(_user(store, name)["id"], False)
     typer.echo(f"enabled {name}")
 
@@ -96,7 +96,7 @@ def list_users(data_dir: DataDir = None) -> None:
     table = Table("name", "id", "concurrency", "daily limit", "password", "disabled")
     for column in table.columns[:2]:
         column.no_wrap = True  # names and ids are copied from here: never folded
-    for u in open_store(s.db_path).list_users():
+    for u in store_for(s).list_users():
         disabled = datetime.fromtimestamp(u["disabled_at"]).strftime("%Y-%m-%d") if u["disabled_at"] else ""
         table.add_row(u["name"], u["id"], str(u["concurrency_limit"] or f"[{s.default_concurrency}]"),
                       str(u["daily_limit"] or f"[{s.default_daily_limit}]"),

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..store import open_store
+from ..store import store_for
 from ..store.webhooks import EVENTS, WebhookStore
 from .common import DataDir, fail, settings
 
@@ -34,7 +34,7 @@ def _url(text: str) -> str:
 
 
 def _webhooks(data_dir):
-    store = open_store(settings(data_dir=data_dir).db_path)
+    store = store_for(settings(data_dir=data_dir))
     return store, WebhookStore(store.engine, store.clock)
 
 

@@ -37,3 +37,12 @@ def master_secret(data_dir: Path) -> bytes:
 
 def derive(master: bytes, purpose: str) -> bytes:
     return hmac.new(master, purpose.encode(), hashlib.sha256).digest()
+
+
+def shared_master_secret(settings, store) -> bytes:
+    """The master secret of a server: on a shared database (PostgreSQL) it lives there, so every
+    API node and worker of the fleet signs and checks tokens and links alike with no file to copy;
+    on SQLite it is the data dir's ``secret.key``, as it always was."""
+    if store.engine.dialect.name == "sqlite":
+        return master_secret(settings.data_dir)
+    return bytes.fromhex(store.shared_value("master_secret", lambda: secrets.token_bytes(32).hex()))

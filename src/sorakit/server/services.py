@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..config import Settings
 from ..engines import Engine, build_engines
 from ..moderation import BlockList
 from ..private import private_dir, private_files
-from ..store import Store, open_store
+from ..store import Store, store_for
 from .links import LinkSigner
 from .quota import Quota
-from .secrets import derive, master_secret
+from .secrets import derive, shared_master_secret
 
 
 @dataclass
@@ -34,10 +35,11 @@ class Services:
 
 def build_services(settings: Settings, engines: dict[str, Engine] | None = None) -> Services:
     private_dir(settings.data_dir)
-    store = open_store(settings.db_path)
-    db = settings.db_path
-    private_files(db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"))
-    master = master_secret(settings.data_dir)
+    store = store_for(settings)
+    if store.engine.dialect.name == "sqlite":
+        db = Path(store.engine.url.database)
+        private_files(db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"))
+    master = shared_master_secret(settings, store)
     return Services(
         settings=settings, store=store,
         engines=engines if engines is not None else build_engines(settings),

@@ -74,6 +74,11 @@ def _queue_index(conn: Connection) -> None:
     conn.exec_driver_sql(f"DROP INDEX IF EXISTS {conn.dialect.identifier_preparer.quote('ix_tasks_claim')}")
 
 
+def _fleet(conn: Connection) -> None:
+    schema.workers.create(conn, checkfirst=True)
+    schema.shared_values.create(conn, checkfirst=True)
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_initial", _initial),
     ("0002_tasks_status_finished_index", _status_finished_index),
@@ -83,6 +88,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0006_sessions", _sessions),
     ("0007_operations_and_posts", _operations_and_posts),
     ("0008_queue_index", _queue_index),
+    ("0009_fleet", _fleet),
 ]
 
 
@@ -93,16 +99,35 @@ def applied(conn: Connection) -> list[str]:
     return [r.name for r in rows]
 
 
+#: the PostgreSQL advisory lock migrations run under (any constant shared by every node)
+MIGRATION_LOCK = 0x50_7A_4B_17
+
+
 def migrate(engine) -> list[str]:
-    """Apply every pending step; return the names applied now."""
-    with engine.begin() as conn:
-        schema.schema_migrations.create(conn, checkfirst=True)
+    """Apply every pending step; return the names applied now.
+
+    Several nodes may start at once on one database: on PostgreSQL every step runs under a
+    session advisory lock, so one node applies them and the others find them applied; on SQLite
+    each step's ``BEGIN IMMEDIATE`` does the same."""
     done = []
-    for name, step in MIGRATIONS:
-        with engine.begin() as conn:
-            if name in applied(conn):
-                continue
-            step(conn)
-            conn.execute(insert(schema.schema_migrations).values(name=name, applied_at=time.time()))
-        done.append(name)
+    with engine.connect() as conn:
+        postgres = conn.dialect.name == "postgresql"
+        if postgres:
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({MIGRATION_LOCK})")
+            conn.commit()
+        try:
+            with conn.begin():
+                schema.schema_migrations.create(conn, checkfirst=True)
+            for name, step in MIGRATIONS:
+                with conn.begin():
+                    if name in applied(conn):
+                        continue
+                    step(conn)
+                    conn.execute(insert(schema.schema_migrations).values(name=name, applied_at=time.time()))
+                done.append(name)
+        finally:
+            if postgres:
+                conn.rollback()
+                conn.exec_driver_sql(f"SELECT pg_advisory_unlock({MIGRATION_LOCK})")
+                conn.commit()
     return done

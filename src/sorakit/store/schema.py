@@ -196,3 +196,32 @@ signin_failures = Table(
     Column("first_at", Float, nullable=False),
     Column("locked_until", Float),
 )
+
+# The fleet (0009): one row per worker (a claiming thread of a `sorakit worker` process, here or on
+# another machine). ``last_seen`` is its heartbeat; ``stopped_at`` is set by a clean stop, so a row
+# whose heartbeat stopped without it is a worker that died. ``engines``: the engine and model names
+# it claims tasks for.
+workers = Table(
+    "workers", metadata,
+    Column("name", String(200), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("version", String(50), nullable=False),
+    Column("engines", JSON, nullable=False),
+    Column("device", Text),  # e.g. "NVIDIA H200 (cuda:0)" or "cpu"
+    Column("started_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("stopped_at", Float),
+    Column("current_task", String(40)),
+    Column("tasks_done", Integer, nullable=False, default=0),
+    Index("ix_workers_seen", "last_seen"),
+)
+
+# Values every node of one database must agree on (0009): the master secret that tokens and links
+# are signed with, when the store is shared (PostgreSQL). A SQLite server keeps its secret.key file.
+shared_values = Table(
+    "shared_values", metadata,
+    Column("name", String(100), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", Float, nullable=False),
+)

@@ -24,8 +24,8 @@ from sqlalchemy.exc import IntegrityError
 
 from ..ids import new_id
 from . import webhooks
-from .schema import (generations, idempotency_keys, posts, sessions, signin_failures, tasks, tokens, uploads,
-                     users)
+from .schema import (generations, idempotency_keys, posts, sessions, shared_values, signin_failures, tasks, tokens,
+                     uploads, users, workers)
 
 ACTIVE = ("preprocessing", "queued", "running", "processing")
 TERMINAL = ("succeeded", "failed", "cancelled")
@@ -544,17 +544,30 @@ class Store:
         return row
 
     # -- workers: claim, renew, progress, finish ------------------------------------------
-    def claim(self, owner: str, lease_seconds: float, max_attempts: int) -> Claim | None:
-        """Take the next queued task, or one whose lease ran out (a crashed worker's)."""
+    def claim(self, owner: str, lease_seconds: float, max_attempts: int,
+              engines: Iterable[str] | None = None) -> Claim | None:
+        """Take the next queued task, or one whose lease ran out (a crashed worker's).
+
+        ``engines``: only tasks for these engine (or model) names, the ones this worker has; None
+        takes any. On PostgreSQL the candidate rows are locked ``SKIP LOCKED``: claimers running at
+        once each take a different task instead of queueing on the head of the queue."""
         now = self.clock()
+        names = sorted(set(engines)) if engines is not None else None
+        if names == []:
+            return None
         with self._begin() as conn:
             self._fail_exhausted(conn, now, max_attempts)
             # Two index searches rather than one OR (which sorts every queued task): the head of
             # the queue (ix_tasks_queue, in its order), and the few tasks whose lease ran out.
             head = (select(tasks).where(tasks.c.status == "queued")
                     .order_by(tasks.c.priority, tasks.c.created_at, tasks.c.id).limit(1))
-            lapsed = select(tasks).where(tasks.c.status.in_(("running", "processing")),
-                                         tasks.c.lease_expires < now)
+            lapsed = (select(tasks).where(tasks.c.status.in_(("running", "processing")),
+                                          tasks.c.lease_expires < now)
+                      .order_by(tasks.c.priority, tasks.c.created_at, tasks.c.id).limit(1))
+            if names is not None:
+                head, lapsed = head.where(tasks.c.engine.in_(names)), lapsed.where(tasks.c.engine.in_(names))
+            if conn.dialect.name == "postgresql":
+                head, lapsed = head.with_for_update(skip_locked=True), lapsed.with_for_update(skip_locked=True)
             found = [dict(r._mapping) for r in conn.execute(head)]
             found += [dict(r._mapping) for r in conn.execute(lapsed)]
             if not found:
@@ -578,8 +591,11 @@ class Store:
         reason = f"The task was interrupted {max_attempts} times and was given up."
         for row in conn.execute(select(tasks.c.id, tasks.c.user_id, tasks.c.prompt, tasks.c.title,
                                        tasks.c.width, tasks.c.height).where(stale)).all():
-            conn.execute(update(tasks).where(tasks.c.id == row.id).values(
-                status="failed", failure_reason=reason, finished_at=now, lease_owner=None))
+            # the stale condition again: a claimer in another process may have given it up first
+            moved = conn.execute(update(tasks).where(tasks.c.id == row.id, stale).values(
+                status="failed", failure_reason=reason, finished_at=now, lease_owner=None)).rowcount
+            if not moved:
+                continue
             _task_ended(conn, row.id, "failed", now)
             conn.execute(insert(generations).values(
                 id=new_id("gen"), task_id=row.id, user_id=row.user_id, kind="sora_error", created_at=now,
@@ -904,3 +920,45 @@ class Store:
                 conn.execute(delete(signin_failures).where(signin_failures.c.key == key))
                 if row is not None:
                     conn.execute(insert(signin_failures).values(**{**row, "key": key}))
+
+    # -- the fleet: workers and what they run ------------------------------------------------
+    def register_worker(self, row: dict) -> None:
+        """Record a worker starting (a restarted worker of the same name takes its row over)."""
+        now = self.clock()
+        values = {**row, "started_at": now, "last_seen": now, "stopped_at": None, "current_task": None,
+                  "tasks_done": 0}
+        with self._begin() as conn:
+            conn.execute(delete(workers).where(workers.c.name == row["name"]))
+            conn.execute(insert(workers).values(**values))
+
+    def worker_seen(self, name: str, current_task: str | None = None, done: int = 0) -> bool:
+        """A worker's heartbeat, with the task it runs now; ``done`` adds to its finished count."""
+        stmt = (update(workers).where(workers.c.name == name)
+                .values(last_seen=self.clock(), current_task=current_task,
+                        tasks_done=workers.c.tasks_done + done))
+        return self._write(stmt) == 1
+
+    def worker_stopped(self, name: str) -> None:
+        now = self.clock()
+        self._write(update(workers).where(workers.c.name == name)
+                    .values(stopped_at=now, last_seen=now, current_task=None))
+
+    def workers(self) -> list[dict]:
+        """Every worker row, most recently seen first."""
+        return self._all(select(workers).order_by(workers.c.last_seen.desc(), workers.c.name))
+
+    def forget_workers(self, seen_before: float) -> int:
+        """Drop the rows of workers not seen since ``seen_before`` (maintenance)."""
+        return self._write(delete(workers).where(workers.c.last_seen < seen_before))
+
+    def shared_value(self, name: str, make: Callable[[], str]) -> str:
+        """A value every node of this database agrees on: the first node to ask stores ``make()``,
+        every later one reads it (a race between two first nodes keeps one)."""
+        found = self._one(select(shared_values.c.value).where(shared_values.c.name == name))
+        if found is not None:
+            return found["value"]
+        try:
+            self._write(insert(shared_values).values(name=name, value=make(), created_at=self.clock()))
+        except IntegrityError:
+            pass  # another node stored it first
+        return self._one(select(shared_values.c.value).where(shared_values.c.name == name))["value"]
