@@ -17,6 +17,8 @@ from . import (handlers, openapi, routes_assets, routes_auth, routes_drafts, rou
 from .create import admit
 from .limits import BodyLimits
 from .maintenance import Maintenance
+from .metrics import Metrics, RequestTimer
+from .metrics import router as metrics_router
 from .services import Services, build_services
 from .webhooks import WebhookSender
 
@@ -73,9 +75,12 @@ def create_app(settings: Settings, *, engines: dict[str, Engine] | None = None,
     app = FastAPI(title="sorakit", version=__version__, lifespan=lifespan,
                   description="A self-hosted server for the Sora web video API.")
     app.state.services = services
+    app.state.metrics = Metrics(services)
     handlers.install(app)
     openapi.install(app)
     app.add_middleware(BodyLimits, services=services)
+    app.add_middleware(RequestTimer)  # outermost: it times BodyLimits' refusals too
+    app.include_router(metrics_router)  # GET /metrics, for settings.metrics_allow only
     # routes_web last: a catch-all page route there must not shadow /p/{id} or the API
     for module in (routes_nf, routes_drafts, routes_assets, routes_uploads, routes_misc, routes_auth,
                    routes_models, routes_posts, routes_profile, routes_v1, routes_web):

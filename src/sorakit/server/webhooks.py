@@ -37,6 +37,7 @@ import httpx2
 from .. import __version__
 from ..config import ConfigError
 from ..store.webhooks import WebhookStore, notify_on_commit
+from .metrics import WEBHOOK_DELIVERIES
 from .services import Services
 
 log = logging.getLogger("sorakit.webhooks")
@@ -193,10 +194,12 @@ class WebhookSender(threading.Thread):
         where = f"{delivery['event_type']} {delivery['event_id']} to {delivery['endpoint_id']}"
         if error is None:
             self.store.mark_delivered(delivery["id"], code)
+            WEBHOOK_DELIVERIES.labels("delivered").inc()
             log.info("webhook %s delivered (HTTP %s)", where, code)
             return
         again = retry_at(delivery["attempts"], self.backoff, self.store.clock())
         self.store.mark_failed(delivery["id"], self.owner, code, error, again)
+        WEBHOOK_DELIVERIES.labels("given_up" if again is None else "retrying").inc()
         if again is None:
             log.warning("webhook %s given up after %d attempts: %s", where, delivery["attempts"], error)
         else:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ import threading
 import time
 
 from ..config import Settings, settings_json
+from .metrics import multiproc_dir
 
 log = logging.getLogger("sorakit.worker")
 CHECK_INTERVAL = 0.5
@@ -45,11 +47,14 @@ class Child:
 class WorkerProcesses:
     def __init__(self, settings: Settings, count: int) -> None:
         self.settings, self.children = settings, [Child(i) for i in range(count)]
+        #: the children's Prometheus values (PROMETHEUS_MULTIPROC_DIR), summed by the API's /metrics
+        self.metrics_dir = None
         self.stopping = threading.Event()
         self._monitor = threading.Thread(target=self._watch, name="sorakit-worker-monitor", daemon=True)
         self._lock = threading.Lock()
 
     def start(self) -> None:
+        self.metrics_dir = multiproc_dir(self.settings.data_dir)
         for child in self.children:
             self._spawn(child)
         self._monitor.start()
@@ -60,7 +65,9 @@ class WorkerProcesses:
         level = logging.getLevelName(logging.getLogger("sorakit").getEffectiveLevel())
         command = [sys.executable, "-m", "sorakit", "worker", "--settings-stdin", "--index", str(child.index),
                    "--parent-pid", str(os.getpid()), "--log-level", level]
-        proc = subprocess.Popen(command, stdin=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        # its metrics go to files there, for the API's /metrics to add up (worker/metrics.py)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "PROMETHEUS_MULTIPROC_DIR": str(self.metrics_dir)}
+        proc = subprocess.Popen(command, stdin=subprocess.PIPE, env=env)
         try:
             proc.stdin.write(json.dumps(settings_json(self.settings)).encode())
             proc.stdin.close()
@@ -107,3 +114,5 @@ class WorkerProcesses:
                 log.warning("worker process (pid %d) did not stop in %.0f s; killing it", proc.pid, timeout)
                 proc.kill()
                 proc.wait()
+        if self.metrics_dir is not None:
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
