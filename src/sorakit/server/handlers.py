@@ -11,6 +11,7 @@ from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from ..media.storage import StorageError
 from ..protocol import errors
 from ..protocol.bounds import safe_name
 from ..protocol.errors import ApiError
@@ -68,6 +69,42 @@ async def _on_api_error(_request: Request, exc: ApiError) -> JSONResponse:
     return respond(exc)
 
 
+async def _on_storage(request: Request, exc: StorageError) -> JSONResponse:
+    """The media storage (a bucket) failed the request: the server's trouble, said in words."""
+    log.error("media storage error on %s %s: %s", request.method, request.url.path, exc)
+    return respond(ApiError(503, "storage_unavailable", f"The media storage is not available now: {exc.reason}. "
+                            "Try again later.", type="server_error", headers={"Retry-After": "5"}))
+
+
+def database_unavailable(exc: Exception, method: str, path: str) -> ApiError:
+    """The database went away (down, restarting, unreachable, or SQLite locked past its timeout):
+    a 503 to retry, not a 500; the pool reconnects once it is back."""
+    log.error("database error on %s %s: %s", method, path, (str(exc).splitlines() or [type(exc).__name__])[0])
+    return ApiError(503, "database_unavailable", "The database is not available now. Try again later.",
+                    type="server_error", headers={"Retry-After": "5"})
+
+
+async def _on_database(request: Request, exc: Exception) -> JSONResponse:
+    return respond(database_unavailable(exc, request.method, request.url.path))
+
+
+def database_errors() -> tuple[type[Exception], ...]:
+    """The exception types of a database that cannot be reached: SQLAlchemy's, and the drivers'
+    own (the hot path's plain SQL runs on the driver's connection)."""
+    import sqlite3
+
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    found: list[type[Exception]] = [OperationalError, InterfaceError, sqlite3.OperationalError]
+    try:
+        import psycopg
+
+        found += [psycopg.OperationalError, psycopg.InterfaceError]
+    except ImportError:
+        pass
+    return tuple(found)
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return respond(errors.server_error())
@@ -77,4 +114,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(StorageError, _on_storage)
+    for kind in database_errors():
+        app.add_exception_handler(kind, _on_database)
     app.add_exception_handler(Exception, _on_unexpected)

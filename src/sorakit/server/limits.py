@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..protocol.errors import ApiError
 from . import auth
-from .handlers import respond
+from .handlers import database_errors, database_unavailable, respond
 from .services import Services
 
 PROTECTED_PREFIXES = ("/backend/", "/v1/")
@@ -96,6 +96,9 @@ class BodyLimits:
             except ApiError as exc:
                 await _answer(scope, receive, send, exc)
                 return
+            except DATABASE_ERRORS as exc:  # outside the app: its handlers do not see this one
+                await _answer(scope, receive, send, database_unavailable(exc, scope["method"], scope["path"]))
+                return
             scope[USER_SCOPE_KEY] = user
         await self._counted(scope, receive, send, limit)
 
@@ -121,6 +124,9 @@ class BodyLimits:
         except BodyTooLarge as exc:  # read outside a route (a handler would have answered it)
             if not started:
                 await _answer(scope, receive, send, exc)
+
+
+DATABASE_ERRORS = database_errors()
 
 
 async def _answer(scope: Scope, receive: Receive, send: Send, exc: ApiError) -> None:

@@ -7,11 +7,13 @@ No credentials: the signature is the permission. Refusals answer like Azure blob
 from __future__ import annotations
 
 import re
+import time
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response
 
 from .deps import get_services
+from .links import _parse_iso
 from .services import Services
 
 router = APIRouter(tags=["assets"])
@@ -35,11 +37,22 @@ def asset(gen_id: str, filename: str, request: Request, services: Services = Dep
                           f"Make sure the value of Authorization header is formed correctly. {refused}")
     column, media_type = FILES.get(filename, (None, None))
     row = services.store.generation(gen_id) if column else None
-    path = services.settings.media_dir / row[column] if row and row[column] else None
+    key = row[column] if row and row[column] else None
+    path = services.media.local_path(key) if key else None
+    if key and path is None:
+        # media in a bucket: links name the bucket, but one made before the switch still works
+        return _redirect(services, key, q.get("se"))
     if path is None or not path.is_file():
         return _xml_error(404, "BlobNotFound", "The specified blob does not exist.")
     drop_malformed_range(request)
     return FileResponse(path, media_type=media_type, headers={"Cache-Control": "private, max-age=3600"})
+
+
+def _redirect(services: Services, key: str, se: str | None) -> Response:
+    """To the bucket's presigned URL, for no longer than the signed link had left (an hour at most)."""
+    left = (_parse_iso(se or "") or 0) - time.time()
+    url = services.media.url(key, max(min(left, 3600.0), 1.0))
+    return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
 
 
 _RANGE = re.compile(r"^bytes=(\d+-\d*|-\d+)(,\s*(\d+-\d*|-\d+))*$")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import shutil
 
 from fastapi import APIRouter, Depends, Header, Query
 
@@ -14,6 +13,7 @@ from ..protocol.models import ExtensionRequest
 from . import create, operations
 from .bodies import json_body, openapi_body
 from .deps import current_user, get_services, get_shaper
+from .maintenance import delete_draft_files
 from .services import Services
 from .shapes import Shaper
 
@@ -71,7 +71,7 @@ def delete_draft(gen_id: str, user: dict = Depends(current_user),
     row = services.store.delete_generation(gen_id, user["id"])
     if row is None:
         raise errors.not_found("draft")
-    shutil.rmtree(services.settings.media_dir / gen_id, ignore_errors=True)
+    delete_draft_files(services, gen_id)
     return {"id": gen_id, "deleted": True}
 
 

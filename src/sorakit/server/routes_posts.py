@@ -65,8 +65,7 @@ def public_attachment(shaper: Shaper, gen: dict) -> dict[str, Any]:
     ttl = min(PAGE_LINK_TTL, float(shaper.services.settings.link_ttl_seconds))
 
     def link(name: str, column: str) -> str | None:
-        return shaper.base_url + shaper.services.signer.sign(f"/assets/{gen['id']}/{name}", ttl=ttl) \
-            if gen[column] else None
+        return shaper.link(gen["id"], name, ttl=ttl) if gen[column] else None
 
     video, thumb = link("video.mp4", "video_file"), link("thumbnail.webp", "thumbnail_file")
     encodings = {name: None for name in ENCODINGS}
@@ -176,9 +175,9 @@ footer { padding: 1rem; color: var(--muted); font-size: 0.85rem; }
 STYLE_HASH = "'sha256-" + base64.b64encode(hashlib.sha256(PAGE_STYLE.encode()).digest()).decode() + "'"
 
 
-def page_csp(public_base_url: str | None) -> str:
+def page_csp(public_base_url: str | None, media_origin: str | None = None) -> str:
     """The web app's policy, its ``style-src`` also allowing this page's one style block."""
-    directives = content_security_policy(public_base_url).split("; ")
+    directives = content_security_policy(public_base_url, media_origin).split("; ")
     styled = [f"{d} {STYLE_HASH}" if d.startswith("style-src ") else d for d in directives]
     if styled == directives:
         styled.append(f"style-src {STYLE_HASH}")
@@ -194,7 +193,7 @@ def _page(services: Services, title: str, content: str, status: int = 200) -> HT
         '<link rel="icon" href="/static/icon.svg" type="image/svg+xml">\n'
         f"<style>{PAGE_STYLE}</style>\n</head>\n<body>\n<main>\n{content}\n</main>\n"
         "<footer>made with sorakit</footer>\n</body>\n</html>\n")
-    headers = {"Content-Security-Policy": page_csp(services.settings.public_base_url),
+    headers = {"Content-Security-Policy": page_csp(services.settings.public_base_url, services.media.origin),
                "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
                # signed links inside, and a taken-down post must vanish: never kept
                "Cache-Control": "no-store"}
@@ -224,7 +223,7 @@ def permalink(post_id: str, services: Services = Depends(get_services),
     ttl = min(PAGE_LINK_TTL, float(services.settings.link_ttl_seconds))
 
     def link(name: str) -> str:
-        return html.escape(shaper.base_url + services.signer.sign(f"/assets/{gen['id']}/{name}", ttl=ttl))
+        return html.escape(shaper.link(gen["id"], name, ttl=ttl))
 
     poster = f' poster="{link("thumbnail.webp")}"' if gen["thumbnail_file"] else ""
     size = "".join(f' {k}="{int(gen[k])}"' for k in ("width", "height") if gen[k])

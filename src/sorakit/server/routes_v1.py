@@ -5,12 +5,11 @@ Shapes and rules live in ``v1.py``; this module only reads requests and answers 
 
 from __future__ import annotations
 
-import shutil
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
@@ -19,6 +18,7 @@ from ..protocol.errors import ApiError
 from . import uploads, v1
 from .bodies import json_body, parse_json, validate
 from .deps import current_user, get_services
+from .maintenance import delete_draft_files
 from .routes_assets import drop_malformed_range
 from .services import Services
 
@@ -28,6 +28,9 @@ JSON_LIMITS = bounds.Limits(long_strings=(("input_reference.image_url", 10 * 102
 FORM_FIELDS = ("prompt", "model", "seconds", "size")
 CONTENT = {"video": ("video_file", "video/mp4"), "thumbnail": ("thumbnail_file", "image/webp"),
            "spritesheet": ("spritesheet_file", "image/jpeg")}
+#: a content download from a bucket is a redirect to a presigned URL living this long at most (it is
+#: followed at once; a new request gets a new one)
+CONTENT_LINK_TTL = 3600.0
 
 
 # -- reading the create request ----------------------------------------------------------------
@@ -261,7 +264,7 @@ def delete_video(video_id: str, user: dict = Depends(current_user),
     services.store.request_cancel(row["id"], user["id"])
     gens = services.store.delete_task(row["id"], user["id"]) or []
     for gen in gens:
-        shutil.rmtree(services.settings.media_dir / gen["id"], ignore_errors=True)
+        delete_draft_files(services, gen["id"])
     return {"id": v1.video_id(row["id"]), "object": "video.deleted", "deleted": True}
 
 
@@ -277,7 +280,12 @@ def video_content(video_id: str, request: Request, user: dict = Depends(current_
                                      f"{v1.STATUS[row['status']]}); its content is not available.", "video_id")
     column, media_type = CONTENT[variant]
     name = drafts[0].get(column)
-    path = services.settings.media_dir / name if name else None
+    path = services.media.local_path(name) if name else None
+    if name and path is None:  # in a bucket: the client fetches it from there (the SDKs follow)
+        if not services.media.exists(name):
+            raise ApiError(404, "not_found", f"This video has no {variant}.", param="variant")
+        url = services.media.url(name, min(services.signer.ttl, CONTENT_LINK_TTL))
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
     if path is None or not path.is_file():
         raise ApiError(404, "not_found", f"This video has no {variant}.", param="variant")
     drop_malformed_range(request)

@@ -2,7 +2,8 @@
 
 The page is a client of ``/api/auth/*`` and ``/backend`` like any script. Every answer carries a
 strict Content-Security-Policy: no inline script or style, nothing fetched from elsewhere, except
-signed media links when ``public_base_url`` puts them on another origin.
+signed media links when ``public_base_url`` puts them on another origin (or when they are a
+bucket's presigned URLs: ``media = "s3://..."``).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ def _origin(url: str | None) -> str | None:
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None
 
 
-def content_security_policy(public_base_url: str | None) -> str:
-    media = " ".join(filter(None, ["'self'", _origin(public_base_url)]))
+def content_security_policy(public_base_url: str | None, media_origin: str | None = None) -> str:
+    """The policy; ``media_origin`` is where presigned media links point (a bucket), if anywhere."""
+    media = " ".join(dict.fromkeys(filter(None, ["'self'", _origin(public_base_url), _origin(media_origin)])))
     return "; ".join([
         "default-src 'self'", "script-src 'self'", "style-src 'self'",
         f"img-src {media} data: blob:", f"media-src {media} blob:", "connect-src 'self'",
@@ -42,7 +44,8 @@ def content_security_policy(public_base_url: str | None) -> str:
 
 
 def _headers(services: Services, cache: str) -> dict[str, str]:
-    return {"Content-Security-Policy": content_security_policy(services.settings.public_base_url),
+    return {"Content-Security-Policy": content_security_policy(services.settings.public_base_url,
+                                                               services.media.origin),
             "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
             "Cache-Control": cache}
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..engines import Engine, build_engines
+from ..media.storage import MediaStorage, open_storage
 from ..moderation import BlockList
 from ..private import private_dir, private_files
 from ..store import Store, store_for
@@ -25,6 +26,8 @@ class Services:
     signer: LinkSigner
     quota: Quota
     blocklist: BlockList
+    #: where videos, thumbnails and uploads are kept (a folder, or an S3-compatible bucket)
+    media: MediaStorage
     #: set when a task is queued, so an idle worker starts it at once instead of at its next poll
     work_ready: threading.Event = field(default_factory=threading.Event)
     #: set when a webhook delivery is queued, so the sender posts it at once instead of at its next poll
@@ -47,5 +50,6 @@ def build_services(settings: Settings, engines: dict[str, Engine] | None = None)
         signer=LinkSigner(derive(master, "links"), settings.link_ttl_seconds),
         quota=Quota(store, settings.default_concurrency, settings.default_daily_limit, settings.max_queue),
         blocklist=BlockList(settings.blocked_terms),
+        media=open_storage(settings),
         engines_from_settings=engines is None,
     )

@@ -8,9 +8,11 @@ at most ``DECODE_SLOTS`` images decode at once, and each user's kept uploads sha
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
+import weakref
 from pathlib import Path
 
 from fastapi import UploadFile
@@ -18,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from ..config import Settings
 from ..ids import new_id
+from ..media.storage import UPLOADS, StorageError, upload_key
 from ..private import private_dir
 from ..protocol import errors
 from ..protocol.errors import ApiError
@@ -38,9 +41,12 @@ _UNREADABLE = (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFErro
 MB = 1024 * 1024
 
 
-def folder(settings: Settings) -> Path:
-    """``<data_dir>/uploads``, readable by the server's user only (0700, even if made earlier)."""
-    return private_dir(settings.data_dir / "uploads")
+def folder(services: Services) -> Path:
+    """Where an upload is received and checked before it is kept, readable by the server's user
+    only (0700, even if made earlier): the uploads folder itself for local media (``<data_dir>/uploads``
+    unless ``media`` names a folder), so keeping it is a rename; a local staging folder when the
+    media are in a bucket."""
+    return private_dir(services.media.upload_staging)
 
 
 # -- receiving ------------------------------------------------------------------------------
@@ -111,7 +117,7 @@ def save(services: Services, user_id: str, part: UploadFile, file_name: str | No
     """Receive, check and keep one image for ``user_id``; returns its row."""
     settings, store = services.settings, services.store
     upload_id = new_id("media")
-    where = folder(settings)
+    where = folder(services)
     tmp = where / f".{upload_id}.tmp"
     try:
         size = _receive(part, tmp, settings.upload_max_bytes)
@@ -172,7 +178,7 @@ def save_video(services: Services, user_id: str, part: UploadFile) -> dict:
     with ``n_frames`` and ``fps`` added (not stored: the worker reads the file itself)."""
     settings, store = services.settings, services.store
     upload_id = new_id("media")
-    tmp = folder(settings) / f".{upload_id}.tmp"
+    tmp = folder(services) / f".{upload_id}.tmp"
     try:
         size = _receive(part, tmp, settings.upload_max_bytes)
         used = store.upload_bytes(user_id)
@@ -188,21 +194,21 @@ def save_video(services: Services, user_id: str, part: UploadFile) -> dict:
 
 
 def _keep(services: Services, tmp: Path, row: dict) -> dict:
-    """Move the file into place, then record it if the quota still allows (the binding check).
+    """Move the file into place (a rename, or an upload to the bucket), then record it if the
+    quota still allows (the binding check).
 
     File first: a crash between the two leaves an unlisted file (pruned later), never a listed
     upload without its file.
     """
-    final = tmp.with_name(row["file"])
-    os.replace(tmp, final)
+    services.media.put(upload_key(row["file"]), tmp, content_type=row["mime"])
     quota = services.settings.upload_quota_bytes
     try:
         added, used = services.store.add_upload(row, quota)
     except BaseException:
-        final.unlink(missing_ok=True)
+        _remove(services, row["file"])
         raise
     if not added:
-        final.unlink(missing_ok=True)
+        _remove(services, row["file"])
         raise _quota_exceeded(used, row["bytes"], quota)
     return row
 
@@ -225,12 +231,16 @@ def delete(services: Services, user_id: str, upload_id: str) -> dict:
     if needed_by:
         raise ApiError(409, "upload_in_use", f"The upload is used by unfinished task {needed_by[0]}; "
                        "cancel it or wait until it finishes, then delete the upload.", param="upload_id")
-    _remove(services.settings, row["file"])
+    _remove(services, row["file"])
     return {"id": row["id"], "deleted": True}
 
 
-def _remove(settings: Settings, name: str) -> None:
-    (settings.data_dir / "uploads" / name).unlink(missing_ok=True)
+def _remove(services: Services, name: str) -> None:
+    """An upload's file; a storage failure is logged (the stray sweep removes it later)."""
+    try:
+        services.media.delete(upload_key(name))
+    except StorageError as exc:
+        log.warning("upload file %s not removed yet: %s", name, exc)
 
 
 def prune_uploads(services: Services, now: float | None = None) -> int:
@@ -243,7 +253,7 @@ def prune_uploads(services: Services, now: float | None = None) -> int:
     now = services.store.clock() if now is None else now
     gone = services.store.delete_uploads_before(now - settings.upload_retention_seconds)
     for row in gone:
-        _remove(settings, row["file"])
+        _remove(services, row["file"])
     strays = _sweep_strays(services)
     if gone or strays:
         log.info("pruned %d expired uploads and %d stray upload files", len(gone), strays)
@@ -251,15 +261,40 @@ def prune_uploads(services: Services, now: float | None = None) -> int:
 
 
 def _sweep_strays(services: Services) -> int:
-    where = services.settings.data_dir / "uploads"
+    media = services.media
+    cutoff = time.time() - STRAY_AGE  # file times are wall-clock, whatever the store's clock says
+    removed = 0
+    if media.kind != "local":
+        # the staging folder: temp files of uploads interrupted on this machine
+        removed += _sweep_folder(media.upload_staging, cutoff)
+        # a bucket is listed at most every STRAY_LISTING seconds (a request per thousand objects)
+        if time.monotonic() - _listed.get(media, -math.inf) < STRAY_LISTING:
+            return removed
+        _listed[media] = time.monotonic()
+    listed = services.store.upload_files()
+    try:
+        for entry in media.entries(UPLOADS):
+            name = entry.key[len(UPLOADS) + 1:]
+            if "/" not in name and name not in listed and entry.mtime < cutoff:
+                media.delete(entry.key)
+                removed += 1
+    except StorageError as exc:
+        log.warning("stray uploads could not be swept: %s", exc)
+    return removed
+
+
+#: when each bucket's uploads were last listed, by storage
+_listed: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+STRAY_LISTING = 600.0
+
+
+def _sweep_folder(where: Path, cutoff: float) -> int:
     if not where.is_dir():
         return 0
-    listed = services.store.upload_files()
-    cutoff = time.time() - STRAY_AGE  # file times are wall-clock, whatever the store's clock says
     removed = 0
     for path in where.iterdir():
         try:
-            if path.name not in listed and path.is_file() and path.stat().st_mtime < cutoff:
+            if path.is_file() and path.stat().st_mtime < cutoff:
                 path.unlink()
                 removed += 1
         except FileNotFoundError:  # another process got there first

@@ -1,0 +1,69 @@
+"""The real app on PostgreSQL, in-process: the whole create -> render -> list -> download path, and
+a database that goes away answering 503s rather than 500s. (``TESTS_DATABASE=postgresql`` runs
+every in-process API test of the suite this way; these run in every suite.)"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import av
+import psycopg
+import pytest
+
+from conftest import assert_error
+
+
+@pytest.fixture
+def pg_api(make_api, pg_url):
+    return make_api(database_url=pg_url)
+
+
+def test_a_video_from_create_to_download_on_postgresql(pg_api, tmp_path):
+    api = pg_api
+    assert api.services.store.engine.dialect.name == "postgresql"
+    r = api.create(n_frames=12)
+    assert r.status_code == 200, r.text
+    task = api.wait(r.json()["id"])
+    assert task["status"] == "succeeded"
+    (draft,) = task["generations"]
+    link = urlsplit(draft["url"])
+    got = api.client.get(f"{link.path}?{link.query}")
+    assert got.status_code == 200
+    path = tmp_path / "v.mp4"
+    path.write_bytes(got.content)
+    with av.open(str(path)) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 12
+    listed = api.client.get("/backend/project_y/profile/drafts", headers=api.alice).json()["items"]
+    assert [d["id"] for d in listed] == [draft["id"]]
+    # the worker's row: registered, and credited with the task
+    (worker,) = api.services.store.workers()
+    assert worker["engines"] and worker["stopped_at"] is None
+
+
+def test_the_secret_is_shared_through_the_database(make_api, pg_url):
+    """Two API nodes with separate data dirs on one database accept each other's tokens: the
+    master secret lives in the database, not in either data dir."""
+    a = make_api(workers=0, database_url=pg_url)
+    b = make_api(workers=0, database_url=pg_url)
+    assert not (a.settings.data_dir / "secret.key").exists()
+    r = b.client.get("/backend/nf/pending/v2", headers=a.alice)
+    assert r.status_code == 200, r.text
+    created = a.create()
+    assert created.status_code == 200
+    assert b.task(created.json()["id"])["status"] == "queued"
+
+
+def test_a_database_gone_away_is_a_503_to_retry(make_api, postgres):
+    url = postgres.new_database()
+    api = make_api(workers=0, database_url=url)
+    assert api.client.get("/backend/nf/pending/v2", headers=api.alice).status_code == 200
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(postgres.url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    api.services.store.auth_cache.invalidate()
+    for path in ("/backend/nf/pending/v2", "/backend/project_y/profile/drafts"):
+        r = api.client.get(path, headers=api.alice)
+        body = assert_error(r, 503, "database_unavailable", param=None)
+        assert r.headers["Retry-After"] == "5" and "database" in body["message"]
+    r = api.create()
+    assert_error(r, 503, "database_unavailable", param=None)
