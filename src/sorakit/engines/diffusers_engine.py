@@ -65,6 +65,10 @@ pipeline class on a static-shift scheduler copy and ``STAGE_2_DISTILLED_SIGMA_VA
 re-noised to the first, no guidance), as diffusers' LTX-2 docs; the stage-1 sound latents go with
 them. Progress counts both stages' steps. Sizes then go by 64 and start at 128. Remix and extend
 stay one stage.
+
+Context parallelism (``context_parallel``, engines/parallel.py): in a worker started by torchrun,
+rank 0's ``preload`` and ``render_with_audio`` of such a model are mirrored on every rank (the same
+job, the same seed), and each cancel check inside the run is rank 0's answer broadcast.
 """
 
 from __future__ import annotations
@@ -85,6 +89,7 @@ import numpy as np
 from .base import (OPERATION_NAMES, AudioTrack, Cancelled, Engine, EngineError, Plan, PlanRefused, RenderContext,
                    RenderJob)
 from .families import FAMILIES
+from . import parallel
 from .models import ModelSpec, local_dir
 
 EXTRA = "pip install 'sorakit[diffusers]'"
@@ -311,6 +316,8 @@ class DiffusersEngine(Engine):
         """Models with speed switches load at worker start: compilation and the warm-up run then,
         not in the first user's request. Others load on first use (each worker would otherwise
         hold every configured model in GPU memory)."""
+        if parallel.leads(self.spec):  # rank 0 of a context-parallel group: every rank loads it, together
+            return parallel.current().lead(self, "preload")
         if not (self.spec.speed_switches and self.spec.warmup) or self.unavailable():
             return False
         self.pipeline(False)
@@ -358,6 +365,7 @@ class DiffusersEngine(Engine):
         path = self.files(image)
         if path is None:
             raise EngineError(f"Cannot run: {self.missing_files_message(image)}", code="model_missing")
+        parallel.check_ready(self.spec)  # a context-parallel model needs its torchrun group, before the weights load
         cls = getattr(diffusers, self.family.i2v_class if image else self.family.t2v_class)
         pipe = cls.from_pretrained(path, dtype=getattr(torch, self.spec.dtype))
         return self._place(pipe, torch)
@@ -566,6 +574,8 @@ class DiffusersEngine(Engine):
         """Run the pipeline: the ``(n_frames, height, width, 3)`` uint8 frames, and their sound when
         ``job.audio`` and the family makes it (else None: a joint audio-video model still denoises
         its sound, which is then dropped)."""
+        if parallel.leads(self.spec):  # rank 0 of a context-parallel group: every rank makes this same run
+            return parallel.current().lead(self, "render", job, ctx)
         operation = self.operation_of(job)
         reason = self.unsupported(operation)
         if reason:

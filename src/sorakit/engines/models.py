@@ -23,6 +23,8 @@
     vae_tiling = false
     vae_slicing = false
     warmup = true                   # a short generation at load when compile/cache/attention_backend is set
+    context_parallel = {ulysses = 2}   # one model on several GPUs under torchrun (engines/parallel.py,
+                                    # docs/parallel.md): ring = N and/or ulysses = N, anything = true
 
 ``sorakit models add NAME --preset P`` writes such a table from the catalogue (engines/catalogue.py).
 A hub id is looked for in the models dir (``sorakit models pull NAME`` puts it there) and in the
@@ -44,6 +46,7 @@ from typing import Any
 
 from ..config import ConfigError
 from . import families as _families
+from . import parallel as _parallel
 
 DTYPES = ("float32", "float16", "bfloat16")
 COMPILE_MODES = ("off", "repeated_blocks", "full")
@@ -150,11 +153,14 @@ class ModelSpec:
     resolution: dict[str, tuple[int, int]] = field(default_factory=dict)
     max_frames: int | None = None
     fps: int | None = None
+    #: ``{"ring": r, "ulysses": u, "anything": bool}``: split the denoiser over r x u GPUs (parallel.py)
+    context_parallel: dict[str, Any] | None = None
 
     @property
     def speed_switches(self) -> bool:
         """Whether a switch that changes the denoiser is on (these get a warm-up run at load)."""
-        return self.compile != "off" or self.cache is not None or self.attention_backend is not None
+        return (self.compile != "off" or self.cache is not None or self.attention_backend is not None
+                or self.context_parallel is not None)
 
 
 # -- checking values ---------------------------------------------------------------------------------
@@ -316,6 +322,7 @@ def parse_spec(name: str, table: dict[str, Any]) -> ModelSpec:
                           f"(diffusers' AttentionBackendName), not {backend!r}")
     values["cache"] = parse_cache(name, table.get("cache"))
     values["resolution"] = _resolution(name, table.get("resolution"))
+    values["context_parallel"] = _parallel.parse(name, table)
     try:
         return ModelSpec(name=name, **values)
     except TypeError as exc:

@@ -14,6 +14,10 @@ What diffusers 0.42.1 offers and how each switch maps onto it (``apply``, in thi
   process-wide default for processors without one; that is undone here, so one model's backend
   never leaks into another's. The ``*_hub`` backends download a kernel from the Hugging Face Hub
   (``kernels`` package), which needs the network at load.
+- ``context_parallel`` (engines/parallel.py): ``transformer.enable_parallelism(ContextParallelConfig(...))``,
+  after the attention backend (diffusers checks it supports context parallelism) and before cache and
+  compile; only in a worker started by torchrun. It counts as a switch: the model loads and warms up
+  at worker start, on every rank together.
 - ``cache``: ``transformer.enable_cache(<Config>)`` with FirstBlockCacheConfig (``first_block``),
   MagCacheConfig (``magcache``), TaylorSeerCacheConfig (``taylorseer``), FasterCacheConfig
   (``faster_cache``) or PyramidAttentionBroadcastConfig (``pab``). The hooks it registers are
@@ -58,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import ConfigError
+from . import parallel
 from .base import EngineError, RenderJob
 from .families import FAMILIES
 from .models import CACHE_TYPES, ModelSpec
@@ -111,6 +116,8 @@ def describe(spec: ModelSpec) -> dict[str, Any]:
         info["compile_mode"] = spec.compile_mode
     info.update({"attention_backend": spec.attention_backend, "cache": cache,
                  "vae_tiling": spec.vae_tiling, "vae_slicing": spec.vae_slicing})
+    if spec.context_parallel:
+        info["context_parallel"] = parallel.describe(spec)
     return info
 
 
@@ -124,6 +131,8 @@ def summary(spec: ModelSpec) -> str:
     if spec.cache:
         parts.append(f"cache={spec.cache['type']}")
     parts += [name for name in ("vae_tiling", "vae_slicing") if getattr(spec, name)]
+    if spec.context_parallel:
+        parts.append(parallel.summary(spec))
     return ", ".join(parts) or "-"
 
 
@@ -170,6 +179,8 @@ def apply(engine, pipe, torch) -> dict[str, Any]:
     for label, transformer in denoisers(pipe):
         if spec.attention_backend:
             _attention_backend(spec, transformer, label)
+        if spec.context_parallel:  # after the backend (diffusers checks it), before cache and compile
+            parallel.enable(spec, transformer, label)
         if spec.cache:
             _cache(spec, transformer, label)
         if spec.compile != "off":
