@@ -82,11 +82,30 @@ class Api:
         self.client.__exit__(None, None, None)
 
 
+#: ``TESTS_DATABASE=postgresql`` runs every in-process API of the suite on a fresh PostgreSQL
+#: database instead of SQLite (the store tests run on both always; this is the whole-suite check)
+ON_POSTGRES = os.environ.get("TESTS_DATABASE") == "postgresql"
+
+
+def pytest_collection_modifyitems(config, items):
+    if ON_POSTGRES:  # what only SQLite has (its file, WAL, query plans) is not there to test
+        skip = pytest.mark.skip(reason="about SQLite itself (TESTS_DATABASE=postgresql)")
+        for item in items:
+            if item.get_closest_marker("sqlite_only"):
+                item.add_marker(skip)
+
+
 @pytest.fixture
-def make_api(tmp_path):
+def make_api(tmp_path, request):
     made: list[Api] = []
 
     def factory(workers: int = 1, engines=None, **settings) -> Api:
+        if ON_POSTGRES and "database_url" not in settings:
+            settings["database_url"] = request.getfixturevalue("postgres").new_database()
+            # the CLI commands a test runs on this data dir find the same database
+            data = tmp_path / f"data{len(made)}"
+            data.mkdir(parents=True, exist_ok=True)
+            (data / "config.toml").write_text(f'database_url = "{settings["database_url"]}"\n')
         api = Api(tmp_path / f"data{len(made)}", workers, engines, **settings)
         made.append(api)
         return api
@@ -94,6 +113,8 @@ def make_api(tmp_path):
     yield factory
     for api in made:
         api.close()
+        if ON_POSTGRES:
+            api.services.store.engine.dispose()
 
 
 @pytest.fixture

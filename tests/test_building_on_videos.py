@@ -300,6 +300,7 @@ def test_a_source_deleted_before_its_remix_runs_fails_the_remix_cleanly(make_api
     assert not list((api.settings.media_dir / "tmp").glob("*"))
 
 
+@pytest.mark.sqlite_only
 def test_migrating_from_0006_keeps_old_tasks_and_drafts_working(make_api):
     """A database from before 0007: its tasks have no operation columns and no posts table."""
     from sqlalchemy import inspect

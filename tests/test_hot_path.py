@@ -20,7 +20,7 @@ from sqlalchemy import event, false, insert, or_, select
 from sorakit.ids import new_id
 from sorakit.server import sessions, shapes
 from sorakit.server.quota import Quota
-from sorakit.store import ACTIVE, Store, open_store
+from sorakit.store import ACTIVE, Store, open_store, store_for
 from sorakit.store.schema import tasks
 from sorakit.store.store import AUTH_CACHE_SECONDS
 
@@ -34,9 +34,9 @@ PASSWORD = "correct horse battery"
 
 
 def _other_process_store(api) -> Store:
-    """A second store over the same database file: what another process (the CLI, a second
-    server) changes through, invisible to this server's caches."""
-    return open_store(api.settings.db_path)
+    """A second store over the same database: what another process (the CLI, a second server)
+    changes through, invisible to this server's caches."""
+    return store_for(api.settings)
 
 
 def _refused_within(api, headers: dict, seconds: float) -> float:
@@ -309,6 +309,7 @@ def test_pending_and_task_reads_search_indexes(busy_store):
     _assert_indexed(busy_store.engine.url.database, reads)
 
 
+@pytest.mark.sqlite_only
 def test_claim_searches_the_queue_index_in_its_order(busy_store):
     seen = _traced(busy_store)
     claim = busy_store.claim("worker-1", 30.0, 3)

@@ -111,6 +111,7 @@ def test_retention_shorter_than_the_daily_window_is_refused(make_api):
         make_api(task_retention_seconds=3600)
 
 
+@pytest.mark.sqlite_only
 def test_the_wal_has_a_size_limit(api):
     with api.services.store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_size_limit").scalar() == 64 * 1024 * 1024
@@ -121,6 +122,7 @@ def _mode(path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.sqlite_only
 def test_data_files_are_private(make_api, tmp_path):
     data = tmp_path / "data0"
     data.mkdir(mode=0o755)

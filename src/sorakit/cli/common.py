@@ -28,6 +28,36 @@ def settings(**flags: Any) -> Settings:
         fail(f"configuration error: {exc}", code=2)
 
 
+def open_services(s: Settings):
+    """The server's services, or a one-line error when its database cannot be reached or opened
+    (a wrong URL, a database that is down) instead of a driver's traceback."""
+    from ..server.services import build_services
+
+    return _opened(s, build_services)
+
+
+def open_services_store(s: Settings):
+    """The store of a server's settings, or a one-line error when its database cannot be opened."""
+    from ..store import store_for
+
+    return _opened(s, store_for)
+
+
+def _opened(s: Settings, opener):
+    from sqlalchemy.exc import DBAPIError
+
+    from ..store.db import redacted
+
+    try:
+        return opener(s)
+    except DBAPIError as exc:
+        where = redacted(s.database_url) if s.database_url else str(s.db_path)
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+        fail(f"cannot open the database {where}: {reason}", code=2)
+    except RuntimeError as exc:  # e.g. psycopg missing for a postgresql:// URL
+        fail(str(exc), code=2)
+
+
 def fail(message: str, code: int = 1) -> None:
     typer.secho(f"error: {message}", fg="red", err=True)
     raise typer.Exit(code)

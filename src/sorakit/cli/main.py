@@ -48,6 +48,7 @@ COMMANDS = (
     Entry("login", "login:login", "Save the server and token (and browser headers) that client commands use."),
     Entry("serve", "serve:serve", "Run the Sora-compatible API server."),
     Entry("worker", "worker:worker", "Run workers: claim queued tasks, render and encode them, record the results."),
+    Entry("workers", "fleet:workers", "List the workers: alive, busy or idle, what each serves and runs, when last seen."),
     Entry("batch", "batch:batch",
           "Make a video for every row of FILE; run it again to resume after a crash or Ctrl-C."),
     Entry("users", "users:app", "Manage users."),

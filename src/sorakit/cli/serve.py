@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import DataDir, settings, write_private
+from .common import DataDir, open_services, settings, write_private
 
 if TYPE_CHECKING:  # the server loads when it is used, not for `sorakit serve --help`
     from ..config import Settings
@@ -25,14 +25,19 @@ def ensure_local_user(services: Services) -> Path | None:
     """On a first start (no users at all), make user ``local`` and write its token file; returns
     that file's path then. User ``local`` also gets a password for the web app, see below."""
     from ..server import auth
+    from ..store import NameTaken
 
     store = services.store
     path = None
     if store.count_users() == 0:
-        user = store.create_user(LOCAL_USER)
-        token, _ = auth.issue(store, services.jwt_key, user["id"], LOCAL_TOKEN_TTL)
-        path = services.settings.data_dir / "local.token"
-        write_private(path, token + "\n")
+        try:
+            user = store.create_user(LOCAL_USER)
+        except NameTaken:  # another API node of the same database made it first
+            user = None
+        if user is not None:
+            token, _ = auth.issue(store, services.jwt_key, user["id"], LOCAL_TOKEN_TTL)
+            path = services.settings.data_dir / "local.token"
+            write_private(path, token + "\n")
     ensure_local_password(services)
     return path
 
@@ -103,26 +108,33 @@ def run_server(s: Settings, services: Services) -> None:
 def serve(host: Annotated[str | None, typer.Option(help="Interface to listen on [127.0.0.1].")] = None,
           port: Annotated[int | None, typer.Option(help="Port [8000].")] = None,
           data_dir: DataDir = None,
-          workers: Annotated[int | None, typer.Option(min=0, help="In-process workers [1].")] = None,
+          workers: Annotated[int | None, typer.Option(
+              min=0, help="Worker processes to start [1]; 0 for an API-only node of a fleet.")] = None,
+          database_url: Annotated[str | None, typer.Option(
+              help="A fleet's database, e.g. postgresql://sorakit@db/sorakit [the data dir's SQLite].",
+              show_default=False)] = None,
+          media: Annotated[str | None, typer.Option(
+              help="Where videos are kept: a directory or s3://bucket/prefix [<data dir>/media].",
+              show_default=False)] = None,
           preview_pace: Annotated[float | None, typer.Option(
               min=0, help="Minimum seconds per preview video, to watch the lifecycle [0].")] = None,
           public_base_url: Annotated[str | None, typer.Option(
               help="Base URL of links when behind a reverse proxy.")] = None) -> None:
     """Run the Sora-compatible API server."""
-    from ..server.services import build_services
+    from ..store.db import redacted
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     s = settings(host=host, port=port, data_dir=data_dir, workers=workers, preview_pace=preview_pace,
-                 public_base_url=public_base_url)
-    services = build_services(s)
+                 public_base_url=public_base_url, database_url=database_url, media=media)
+    services = open_services(s)
     token_file = ensure_local_user(services)
     if token_file:
         typer.echo(f"First start: created user '{LOCAL_USER}'; its token is in {token_file}")
     if not s.public_base_url and s.host not in LOOPBACK:
         typer.echo("Note: links will name the host each request was sent to; behind a proxy or on a "
                    "network, set --public-base-url (and trusted_proxies) so they name the right one.")
-    typer.echo(f"sorakit serving on http://{s.host}:{s.port} (data in {s.data_dir}, "
-               f"{s.workers} worker(s), docs at /docs)")
+    where = f"database {redacted(s.database_url)}" if s.database_url else f"data in {s.data_dir}"
+    typer.echo(f"sorakit serving on http://{s.host}:{s.port} ({where}, {s.workers} worker(s), docs at /docs)")
     password_file = local_password_file(services)
     if password_file:  # last, where a newcomer looks
         typer.echo(f"Open {browser_url(s)} and sign in as '{LOCAL_USER}' with the password in "

@@ -13,7 +13,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-from ..store import Store
+from ..store import FLEET_ALIVE, Store
 from .services import Services
 
 DEFAULT_SECONDS_PER_FRAME = 0.02  # until the server has timed a few tasks of its own
@@ -34,6 +34,7 @@ class QueueSnapshot:
     epoch: int  # the store's queue_epoch it was read at
     order: dict[str, int]  # queued task id -> position (1: next)
     per_frame: float  # median seconds per frame of recent runs
+    workers: int  # workers alive in the workers table (0: none registered, e.g. none started yet)
 
 
 _snapshots: weakref.WeakKeyDictionary[Store, QueueSnapshot] = weakref.WeakKeyDictionary()
@@ -45,7 +46,8 @@ def _read_snapshot(store: Store) -> QueueSnapshot:
     order = {task_id: i + 1 for i, task_id in enumerate(store.queue_order())}
     samples = store.recent_run_seconds()
     per_frame = statistics.median(samples) if samples else DEFAULT_SECONDS_PER_FRAME
-    snap = QueueSnapshot(began + QUEUE_VIEW_SECONDS, epoch, order, per_frame)
+    alive = store.count_alive_workers(time.time() - FLEET_ALIVE)
+    snap = QueueSnapshot(began + QUEUE_VIEW_SECONDS, epoch, order, per_frame, alive)
     _snapshots[store] = snap
     return snap
 
@@ -86,6 +88,8 @@ class QueueView:
         if any(r["status"] == "queued" for r in rows):
             snap = queue_snapshot(self.store)
             self.order, self.per_frame = snap.order, snap.per_frame
+            # a fleet's workers are those alive in the workers table, wherever they run
+            self.workers = snap.workers or self.workers
 
     def position(self, task_id: str) -> int | None:
         return self.order.get(task_id)
@@ -106,10 +110,14 @@ class Shaper:
         self.services = services
         self.base_url = base_url.rstrip("/")
 
-    def link(self, gen_id: str, filename: str | None) -> str | None:
+    def link(self, gen_id: str, filename: str | None, ttl: float | None = None) -> str | None:
+        """A link to one of a draft's files for ``ttl`` seconds (default: link_ttl_seconds): the
+        bucket's presigned URL when the media storage makes one, else a signed ``/assets`` path."""
         if not filename:
             return None
-        return self.base_url + self.services.signer.sign(f"/assets/{gen_id}/{filename}")
+        signer = self.services.signer
+        url = self.services.media.url(f"{gen_id}/{filename}", signer.ttl if ttl is None else ttl)
+        return url or self.base_url + signer.sign(f"/assets/{gen_id}/{filename}", ttl=ttl)
 
     # -- drafts ---------------------------------------------------------------------------
     def draft(self, gen: dict, task: dict | None = None) -> dict[str, Any]:

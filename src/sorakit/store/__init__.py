@@ -7,9 +7,9 @@ from pathlib import Path
 
 from .db import postgres_engine, sqlite_engine
 from .migrations import migrate
-from .store import ACTIVE, TERMINAL, Claim, IdempotencyConflict, NameTaken, Store, Usage
+from .store import ACTIVE, FLEET_ALIVE, TERMINAL, Claim, IdempotencyConflict, NameTaken, Store, Usage
 
-__all__ = ["ACTIVE", "TERMINAL", "Claim", "IdempotencyConflict", "NameTaken", "Store", "Usage", "open_store",
+__all__ = ["ACTIVE", "FLEET_ALIVE", "TERMINAL", "Claim", "IdempotencyConflict", "NameTaken", "Store", "Usage", "open_store",
            "store_for"]
 
 

@@ -66,5 +66,5 @@ def redacted(url: str) -> str:
     creds, at, host = rest.rpartition("@")
     if not at:
         return url
-    user = creds.split(":")[0]
-    return f"{scheme}{sep}{user}:***@{host}"
+    user, colon, _password = creds.partition(":")
+    return f"{scheme}{sep}{user}{':***' if colon else ''}@{host}"

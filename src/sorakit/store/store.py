@@ -36,6 +36,8 @@ IDEMPOTENCY_WINDOW = 24 * 3600.0
 #: through this process's store, at once)
 AUTH_CACHE_SECONDS = 0.5
 AUTH_CACHE_SIZE = 10_000
+#: a worker whose row was not seen for this long (its heartbeat is every 5 s) counts as lost
+FLEET_ALIVE = 30.0
 
 
 class IdempotencyConflict(Exception):
@@ -946,6 +948,12 @@ class Store:
     def workers(self) -> list[dict]:
         """Every worker row, most recently seen first."""
         return self._all(select(workers).order_by(workers.c.last_seen.desc(), workers.c.name))
+
+    def count_alive_workers(self, seen_since: float) -> int:
+        """Workers not stopped whose heartbeat is newer than ``seen_since`` (queue estimates)."""
+        with self._read() as conn:
+            return conn.execute(select(func.count()).select_from(workers).where(
+                workers.c.stopped_at.is_(None), workers.c.last_seen >= seen_since)).scalar_one()
 
     def forget_workers(self, seen_before: float) -> int:
         """Drop the rows of workers not seen since ``seen_before`` (maintenance)."""

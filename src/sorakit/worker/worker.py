@@ -27,10 +27,12 @@ from ..media.audio import read as read_audio
 from ..ids import new_id
 from ..media.encode import decode_frames, encode_mp4, write_spritesheet, write_webp_thumbnail
 from ..media.frames import conform, retime, save_png
+from ..media.storage import MediaMissing, StorageError, upload_key
 from ..private import private_dir, private_files
 from ..server.create import creation_config
 from ..server.services import Services
 from ..store import Claim
+from .metrics import observe as observe_metrics
 
 log = logging.getLogger("sorakit.worker")
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes
@@ -121,10 +123,19 @@ class TaskContext:
 
 class Worker(threading.Thread):
     def __init__(self, services: Services, index: int, stopping: threading.Event,
-                 poll_interval: float = 0.2) -> None:
+                 poll_interval: float = 0.2, engines: list[str] | None = None) -> None:
         super().__init__(name=f"sorakit-worker-{index}", daemon=True)
         self.services, self.stopping, self.poll_interval = services, stopping, poll_interval
         self.owner = f"{socket.gethostname()}:{os.getpid()}:w{index}:{uuid.uuid4().hex[:8]}"
+        #: its row in the workers table: the configured worker name (stable across restarts) or
+        #: this host and process
+        base = services.settings.worker_name or f"{socket.gethostname()}:{os.getpid()}"
+        self.name_in_fleet = f"{base}/w{index}"
+        #: the engine and model names it claims tasks for: those it has (or the ones it was told)
+        self.engine_names = sorted(engines if engines is not None else services.engines)
+        #: the task it runs now, and how many it finished since the last heartbeat of its row
+        self.current: str | None = None
+        self.finished = 0
 
     def run(self) -> None:
         self._preload()
@@ -156,14 +167,17 @@ class Worker(threading.Thread):
 
     def _claim(self) -> Claim | None:
         s = self.services.settings
-        return self.services.store.claim(self.owner, s.lease_seconds, s.max_attempts)
+        return self.services.store.claim(self.owner, s.lease_seconds, s.max_attempts, engines=self.engine_names)
 
     def execute(self, claim: Claim) -> None:
         heartbeat = Heartbeat(self.services, claim, self.stopping)
         heartbeat.start()
+        self.current = claim.task["id"]
         try:
             Run(self.services, claim, heartbeat).execute()
         finally:
+            self.current = None
+            self.finished += 1
             heartbeat.done.set()
             heartbeat.join()
 
@@ -177,6 +191,9 @@ class Run:
         self.store = services.store
         media = services.settings.media_dir
         self.tmp_dir = media / "tmp" / f"{self.task['id']}.{uuid.uuid4().hex[:8]}"
+        self.marks, self.outcome = {"start": time.monotonic()}, "lost"  # for worker/metrics.py
+        #: inputs read from the media storage, by key: fetched once per attempt
+        self._inputs: dict[str, Path] = {}
 
     def execute(self) -> None:
         log.info("task %s: attempt %d by %s", self.task["id"], self.task["attempts"], self.claim.owner)
@@ -192,6 +209,7 @@ class Run:
                          "engine_error")
         finally:
             shutil.rmtree(self.tmp_dir, ignore_errors=True)
+            observe_metrics(self)
 
     def _redact(self, exc: Exception) -> str:
         """The error's text for its user, without the server's own paths."""
@@ -213,6 +231,7 @@ class Run:
         private_dir(self.tmp_dir)
         self.wants_audio, self.sound_title, self.sounds = self._wants_audio(engine), engine.sound_label, []
         made = [self._encode(frames, i, ctx) for i, frames in enumerate(self._outputs(operation, engine, ctx))]
+        self.marks["render"] = time.monotonic()
         ctx.check_cancel()
         self.store.set_progress(self.claim, 1.0, status="processing")
         for folder, result in made:
@@ -323,14 +342,15 @@ class Run:
         """The video this task builds on: a finished draft (a post's may be another user's), or a
         video uploaded with the request (the official API's edits)."""
         inputs = self.task.get("inputs") or {}
-        path = None
+        key = None
         if inputs.get("source_upload_id"):
             upload = self.store.upload(inputs["source_upload_id"])
-            path = self.services.settings.data_dir / "uploads" / upload["file"] if upload else None
+            key = upload_key(upload["file"]) if upload else None
         elif inputs.get("source_generation_id"):
             gen = self.store.generation(inputs["source_generation_id"])
-            path = self.services.settings.media_dir / gen["video_file"] if gen and gen["video_file"] else None
-        if path is None or not path.is_file():
+            key = gen["video_file"] if gen and gen["video_file"] else None
+        path = self._fetch(key)
+        if path is None:
             raise EngineError("The video this task builds on was deleted before the task ran.",
                               code="source_missing")
         return path
@@ -342,37 +362,65 @@ class Run:
         if not items:
             return None
         upload = self.store.upload(items[0]["upload_id"])
-        path = self.services.settings.data_dir / "uploads" / upload["file"] if upload else None
-        if path is None or not path.is_file():
+        path = self._fetch(upload_key(upload["file"]) if upload else None)
+        if path is None:
             raise EngineError("The uploaded image of this task no longer exists.", code="upload_missing")
         return path
 
+    def _fetch(self, key: str | None) -> Path | None:
+        """A local copy of an input (the file itself for local media, a download into this
+        attempt's temp folder for a bucket); None when it is gone."""
+        if key is None:
+            return None
+        if key not in self._inputs:
+            try:
+                self._inputs[key] = self.services.media.fetch(key, self.tmp_dir / "inputs")
+            except MediaMissing:
+                return None
+            except StorageError as exc:
+                raise EngineError(f"An input of this task could not be read from the media storage: "
+                                  f"{exc.reason}.", code="storage_error") from exc
+        return self._inputs[key]
+
     def _publish(self, engine, made: list) -> None:
         """Move each output into place as its own draft and commit them with the task's end."""
-        rows, finals = [], []
+        rows, stored = [], []
         n = len(made)
+        media = self.services.media
         for i, (folder, result) in enumerate(made):
             gen_id = new_id("gen")
-            final = private_dir(self.services.settings.media_dir / gen_id)
-            finals.append(final)
+            stored.append(gen_id)
             private_files(*(folder / name for name in OUTPUTS))
-            for name in OUTPUTS:
-                os.replace(folder / name, final / name)
+            video_bytes = (folder / "video.mp4").stat().st_size
+            try:  # a local folder: a rename; a bucket: an upload (the temp copy is deleted)
+                for name in OUTPUTS:
+                    media.put(f"{gen_id}/{name}", folder / name)
+            except StorageError as exc:
+                self._discard(stored)
+                raise EngineError(f"The finished video could not be stored: {exc.reason}.",
+                                  code="storage_error") from exc
             files = {column: f"{gen_id}/{name}" for name, column in OUTPUTS.items()}
             variant = {"variant": i, "n_variants": n} if n > 1 else {}
             variant["has_audio"] = self.sounds[i]
             row = self._generation(gen_id, "sora_draft", engine=engine.describe(self._engine_operation()),
-                                   n_frames=result.n_frames,
-                                   video_bytes=(final / "video.mp4").stat().st_size, **files, **variant)
+                                   n_frames=result.n_frames, video_bytes=video_bytes, **files, **variant)
             # variations in order: the first made is the first listed among the task's drafts
             row["created_at"] += i * 1e-3
             rows.append(row)
         if not self.store.finish(self.claim, "succeeded", generation=rows):
             log.warning("task %s: lease lost before commit; discarding output", self.task["id"])
-            for final in finals:
-                shutil.rmtree(final, ignore_errors=True)
+            self._discard(stored)
         else:
+            self.outcome = "succeeded"
             log.info("task %s: succeeded as %s", self.task["id"], ", ".join(r["id"] for r in rows))
+
+    def _discard(self, gen_ids: list[str]) -> None:
+        """Delete what this attempt stored but will not commit (maintenance catches any left)."""
+        for gen_id in gen_ids:
+            try:
+                self.services.media.delete_prefix(gen_id)
+            except StorageError as exc:
+                log.warning("task %s: could not delete %s: %s", self.task["id"], gen_id, exc)
 
     def _generation(self, gen_id: str, kind: str, *, engine: dict | None = None, variant: int | None = None,
                     n_variants: int | None = None, has_audio: bool = False, **fields) -> dict:
@@ -395,13 +443,15 @@ class Run:
         if hb.lost:
             log.warning("task %s: lease lost; another worker owns it now", self.task["id"])
         elif hb.cancelled:
-            self.store.finish(self.claim, "cancelled", failure_reason="task_cancelled")
+            ended = self.store.finish(self.claim, "cancelled", failure_reason="task_cancelled")
+            self.outcome = "cancelled" if ended else "lost"
             log.info("task %s: cancelled", self.task["id"])
         else:  # shutting down: hand the task back untouched, for the next start to take at once
-            self.store.release(self.claim)
+            self.outcome = "released" if self.store.release(self.claim) else "lost"
             log.info("task %s: released on shutdown", self.task["id"])
 
     def _failed(self, reason: str, code: str) -> None:
         row = self._generation(new_id("gen"), "sora_error", reason_str=reason, error_reason=code)
-        self.store.finish(self.claim, "failed", failure_reason=reason, generation=row)
+        ended = self.store.finish(self.claim, "failed", failure_reason=reason, generation=row)
+        self.outcome = "failed" if ended else "lost"
         log.warning("task %s: failed: %s", self.task["id"], reason)
