@@ -77,12 +77,32 @@ def test_help_imports_no_command_and_nothing_heavy(tmp_path):
     # not even the HTTP client, or any command's module: listing them costs nothing
     assert imported(modules, ("httpx2", "httpcore2", "pydantic", "jwt", "sorakit.client")) == []
     assert sorted(m for m in modules if m.startswith("sorakit.cli.")) == ["sorakit.cli.main"]
+    # printing a list needs no command-line framework: typer and rich are most of the start-up
+    assert imported(modules, ("typer", "click", "rich")) == []
 
 
 def test_no_arguments_shows_the_same_help(tmp_path):
     done, modules = run_cli([], tmp_path)
     assert done.returncode == 2 and "Commands" in done.stdout + done.stderr
-    assert imported(modules, (*HEAVY, "httpx2")) == []
+    assert imported(modules, (*HEAVY, "httpx2", "typer")) == []
+    assert done.stdout == run_cli(["--help"], tmp_path)[0].stdout
+
+
+def test_the_quick_help_says_what_the_typer_app_has():
+    """The top-level help is printed without typer: its options and commands must be the app's."""
+    import typer
+
+    group = typer.main.get_command(cli_main.app)  # as app() runs it: completion options included
+    ctx = group.context_class(group, info_name="sorakit")
+    app_options = sorted(o for p in group.get_params(ctx) for o in p.opts if o.startswith("--"))
+    assert sorted(name for name, _ in cli_main._ROOT_OPTIONS) == app_options
+    assert group.help == cli_main.DESCRIPTION
+    text = cli_main.quick_help(width=80)
+    assert all(len(line) <= 80 for line in text.splitlines())
+    flat = " ".join(text.split())
+    for entry in cli_main.COMMANDS:
+        assert f" {entry.name} {entry.help}" in flat
+    assert sorted(group.list_commands(ctx)) == sorted(e.name for e in cli_main.COMMANDS)
 
 
 @pytest.fixture
