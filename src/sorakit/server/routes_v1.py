@@ -17,7 +17,7 @@ from ..protocol import bounds, errors
 from ..protocol.errors import ApiError
 from . import uploads, v1
 from .bodies import json_body, parse_json, validate
-from .deps import current_user, get_services
+from .deps import current_user, get_services, run_hot
 from .maintenance import delete_draft_files
 from .routes_assets import drop_malformed_range
 from .services import Services
@@ -224,9 +224,14 @@ def remix_video(video_id: str, user: dict = Depends(current_user),
 
 
 @router.get("/{video_id}")
-def retrieve_video(video_id: str, user: dict = Depends(current_user),
-                   services: Services = Depends(get_services)) -> JSONResponse:
+async def retrieve_video(video_id: str, user: dict = Depends(current_user),
+                         services: Services = Depends(get_services)) -> JSONResponse:
     """One video; `openai-poll-after-ms` says when to look again while it is unfinished."""
+    # the SDKs' poll: on the hot routes' small pool, like pending/v2
+    return await run_hot(_retrieve, services, user, video_id)
+
+
+def _retrieve(services: Services, user: dict, video_id: str) -> JSONResponse:
     row = v1.own_task(services, user, video_id)
     body = v1.video(row, services.store.generations_for([row["id"]])[row["id"]])
     after = v1.poll_after_ms(body["status"])
