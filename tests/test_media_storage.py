@@ -267,6 +267,17 @@ def test_a_video_is_made_stored_linked_downloaded_and_deleted_in_the_bucket(make
     assert requests.get(gen["url"], timeout=10).status_code == 404
 
 
+def test_links_are_made_for_the_public_address_of_the_bucket(make_api, bucket, tmp_path):
+    """Nodes reach the bucket at one address, clients at another (``s3_public_url``): the files go
+    through the first, the presigned links name the second, and they work there."""
+    public = bucket.endpoint.replace("127.0.0.1", "localhost")
+    api = make_api(**bucket.media(), s3_public_url=public)
+    gen = _finished(api, n_frames=6)["generations"][0]
+    assert gen["url"].startswith(f"{public}/{bucket.name}/pre/{gen['id']}/")
+    assert probe(_download(gen["url"], tmp_path / "v.mp4")).n_frames == 6
+    assert api.services.media.origin == public
+
+
 def test_posts_and_the_public_page_link_to_the_bucket(make_api, bucket):
     api = make_api(**bucket.media())
     gen = _finished(api, n_frames=2)["generations"][0]

@@ -163,7 +163,7 @@ def test_only_allowed_peers_see_it_and_others_get_a_plain_404(make_api):
 
 
 def test_the_store_is_read_through_indexes(make_api):
-    """The task counts scan no table: a covering index for all statuses, searches for the rest."""
+    """The counts scan no table: a covering index for all statuses, searches for the rest."""
     api = make_api(workers=0)
     engine = api.services.store.engine
     seen: list[tuple[str, object]] = []
@@ -177,7 +177,7 @@ def test_the_store_is_read_through_indexes(make_api):
         scrape_app(api)
     finally:
         event.remove(engine, "before_cursor_execute", record)
-    assert len(seen) == 3, seen
+    assert len(seen) == 4, seen  # three on tasks, one on workers (alive: ix_workers_seen)
     with engine.connect() as conn:
         for statement, parameters in seen:
             plan = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)]

@@ -67,3 +67,21 @@ def test_a_database_gone_away_is_a_503_to_retry(make_api, postgres):
         assert r.headers["Retry-After"] == "5" and "database" in body["message"]
     r = api.create()
     assert_error(r, 503, "database_unavailable", param=None)
+
+
+def test_values_postgresql_refuses_are_the_requests_mistake(pg_api):
+    """A NUL character (PostgreSQL cannot store one in text) is a 400 naming the field; in a path it
+    is a 4xx too, never a 500; seeds up to 2**63 and 200-character style ids fit their columns."""
+    api = pg_api
+    r = api.create(prompt="a kite\x00 over the sea")
+    assert_error(r, 400, "invalid_request", param="prompt")
+    for path in ("/backend/nf/tasks/task_%00/v2", "/v1/videos/video_%00", "/p/s_%00",
+                 "/backend/project_y/profile/drafts/gen_%00"):
+        r = api.client.get(path, headers=api.alice)
+        assert 400 <= r.status_code < 500, (path, r.status_code, r.text)
+    r = api.create(seed=2**62, n_frames=3)
+    assert r.status_code == 200, r.text
+    assert api.wait(r.json()["id"])["status"] == "succeeded"
+    assert api.services.store.task(r.json()["id"])["seed"] == 2**62
+    r = api.create(style_id="s" * 150, n_frames=3)
+    assert r.status_code in (200, 400), r.text  # stored, or refused by name: never a 500

@@ -284,3 +284,76 @@ def test_postgresql_migrations_from_empty_with_nodes_starting_at_once(pg_url):
     with engine.connect() as conn:
         assert applied(conn) == [name for name, _ in MIGRATIONS]
     engine.dispose()
+
+
+def test_sign_in_failures_counted_from_many_connections_at_once(database):
+    """Eight stores (as eight API nodes) count failures of one key at once: every one is counted,
+    none fails (on PostgreSQL the key is locked before its row is read)."""
+    import threading
+
+    stores = [open_store(database) for _ in range(8)]
+
+    def count(found, now):
+        row = found["ip:203.0.113.9"]
+        return {"ip:203.0.113.9": {"count": (row["count"] if row else 0) + 1,
+                                   "first_at": row["first_at"] if row else now, "locked_until": None}}
+
+    errors = []
+
+    def fail_once(store):
+        try:
+            store.change_signin_failures(["ip:203.0.113.9"], count, window=3600)
+        except Exception as exc:  # noqa: BLE001 - the test reports any
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fail_once, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    from sorakit.store.schema import signin_failures
+    from sqlalchemy import select
+
+    with stores[0].engine.connect() as conn:
+        assert conn.execute(select(signin_failures.c.count)).scalar_one() == 8
+    for s in stores:
+        s.engine.dispose()
+
+
+def test_deleting_a_task_while_its_worker_commits(database):
+    """The delete and the worker's commit, at once, many times: each time either the task is gone
+    with no draft left behind, or the delete came first and the worker recorded nothing."""
+    import threading
+
+    store = open_store(database)
+    other = open_store(database)
+    user = store.create_user("u")
+    for _ in range(20):
+        task = _task(store, user["id"])
+        claim = store.claim("w", 30, 3)
+        gen = {"id": f"gen_{task['id'][5:]}", "task_id": task["id"], "user_id": user["id"], "kind": "sora_draft",
+               "created_at": store.clock(), "width": 1, "height": 1, "n_frames": 1, "video_file": None,
+               "thumbnail_file": None, "spritesheet_file": None, "video_bytes": None, "reason_str": None,
+               "error_reason": None, "meta": {}}
+        results = {}
+        go = threading.Barrier(2)
+
+        def commit():
+            go.wait()
+            results["finish"] = store.finish(claim, "succeeded", generation=gen)
+
+        def remove():
+            go.wait()
+            results["delete"] = other.delete_task(task["id"], user["id"])
+
+        threads = [threading.Thread(target=commit), threading.Thread(target=remove)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert "finish" in results and "delete" in results, results
+        assert store.task(task["id"]) is None
+        assert store.generation(gen["id"]) is None
+    store.engine.dispose()
+    other.engine.dispose()

@@ -90,6 +90,9 @@ class Settings:
     #: AWS_ENDPOINT_URL, AWS_REGION / AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
+    #: the bucket's address as clients reach it, when nodes use an internal one (e.g. MinIO at
+    #: http://minio:9000 inside, https://media.example.com outside): links are presigned for it
+    s3_public_url: str | None = None
     #: this worker's name in the ``workers`` table (default: host name and process id)
     worker_name: str | None = None
     #: peers (IPs or CIDRs) allowed to read ``/metrics``; empty turns it off. No token is asked:

@@ -266,13 +266,18 @@ class S3Storage(MediaStorage):
     kind = "s3"
 
     def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
-                 region: str | None = None, staging: Path, client=None) -> None:
+                 region: str | None = None, staging: Path, client=None, public_url: str | None = None) -> None:
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self._staging = Path(staging)
         self._session = None
         if client is None:
             self._session, client = _client(endpoint_url, region)
         self.client = client
+        #: links are presigned for this endpoint when the nodes reach the bucket at an internal
+        #: address clients cannot (SigV4 signs the host: the link must be made for the public one)
+        self.link_client = client
+        if public_url:
+            self.link_client = _client(public_url, region, session=self._session)[1]
         from boto3.exceptions import Boto3Error
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -286,7 +291,7 @@ class S3Storage(MediaStorage):
             try:
                 self._origin = _origin(self.url("x", 60))
             except StorageError:  # no credentials yet: the endpoint itself, until links can be made
-                return _origin(getattr(self.client.meta, "endpoint_url", None))
+                return _origin(getattr(self.link_client.meta, "endpoint_url", None))
         return self._origin
 
     def has_credentials(self) -> bool:
@@ -370,7 +375,7 @@ class S3Storage(MediaStorage):
             params["ResponseContentDisposition"] = f'attachment; filename="{safe}"'
         seconds = int(min(max(ttl, 1), MAX_PRESIGN_SECONDS))
         try:
-            return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds)
+            return self.link_client.generate_presigned_url("get_object", Params=params, ExpiresIn=seconds)
         except self._errors as exc:  # presigning is local: only missing credentials get here
             raise _failed("a link could not be made", exc) from exc
 
@@ -405,7 +410,7 @@ def _origin(url: str | None) -> str | None:
     return f"{parts.scheme}://{host}" if parts.scheme and host else None
 
 
-def _client(endpoint_url: str | None, region: str | None):
+def _client(endpoint_url: str | None, region: str | None, session=None):
     """A boto3 session and its S3 client (thread-safe; one per process) from the settings, else boto3's own
     environment and files (AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, profiles, roles)."""
     import boto3
@@ -421,7 +426,7 @@ def _client(endpoint_url: str | None, region: str | None):
                         response_checksum_validation="when_required")
     except TypeError:
         config = Config(**options)
-    session = boto3.session.Session()
+    session = session or boto3.session.Session()
     return session, session.client("s3", endpoint_url=endpoint_url or None, region_name=region or None,
                                    config=config)
 
@@ -440,7 +445,7 @@ def open_storage(settings) -> MediaStorage:
                               "pip install 'sorakit[fleet]'") from None
         try:
             storage = S3Storage(bucket, prefix, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region,
-                                staging=settings.data_dir / UPLOADS)
+                                staging=settings.data_dir / UPLOADS, public_url=settings.s3_public_url)
         except ValueError as exc:  # botocore refuses a malformed endpoint URL or region
             raise ConfigError(f"setting 's3_endpoint_url' or 's3_region' cannot be used: {exc}") from None
         if not storage.has_credentials():

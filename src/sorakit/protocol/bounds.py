@@ -56,6 +56,8 @@ def _check_text(text: str, path: str, limit: int, what: str) -> None:
     except UnicodeEncodeError:
         raise BoundsError(f"{path or 'value'}: {what} is not valid Unicode (a lone surrogate).",
                           path or None) from None
+    if "\x00" in text:  # no text means one, and PostgreSQL cannot store it
+        raise BoundsError(f"{path or 'value'}: {what} contains a NUL character.", path or None)
 
 
 def check(value: Any, limits: Limits = Limits()) -> None:

@@ -15,6 +15,7 @@ from ..media.storage import StorageError
 from ..protocol import errors
 from ..protocol.bounds import safe_name
 from ..protocol.errors import ApiError
+from ..store.db import database_errors
 
 log = logging.getLogger("sorakit.server")
 
@@ -88,18 +89,23 @@ async def _on_database(request: Request, exc: Exception) -> JSONResponse:
     return respond(database_unavailable(exc, request.method, request.url.path))
 
 
-def database_errors() -> tuple[type[Exception], ...]:
-    """The exception types of a database that cannot be reached: SQLAlchemy's, and the drivers'
-    own (the hot path's plain SQL runs on the driver's connection)."""
-    import sqlite3
+async def _on_unstorable(request: Request, exc: Exception) -> JSONResponse:
+    """A value the database refuses to store or compare (PostgreSQL: a NUL character in text, a
+    number out of its column's range): the request's mistake, a 400, however it got that far."""
+    log.info("database refused a value on %s %s: %s", request.method, request.url.path,
+             (str(exc).splitlines() or [type(exc).__name__])[0][:200])
+    return respond(errors.invalid_request("The request holds a value that cannot be stored or looked up "
+                                          "(such as a NUL character, or a number out of range).", None))
 
-    from sqlalchemy.exc import InterfaceError, OperationalError
 
-    found: list[type[Exception]] = [OperationalError, InterfaceError, sqlite3.OperationalError]
+def unstorable_errors() -> tuple[type[Exception], ...]:
+    from sqlalchemy.exc import DataError
+
+    found: list[type[Exception]] = [DataError]
     try:
         import psycopg
 
-        found += [psycopg.OperationalError, psycopg.InterfaceError]
+        found.append(psycopg.DataError)
     except ImportError:
         pass
     return tuple(found)
@@ -117,4 +123,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(StorageError, _on_storage)
     for kind in database_errors():
         app.add_exception_handler(kind, _on_database)
+    for kind in unstorable_errors():
+        app.add_exception_handler(kind, _on_unstorable)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -43,13 +43,13 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..protocol.errors import ApiError
-from ..store import ACTIVE, TERMINAL
+from ..store import ACTIVE, FLEET_ALIVE, TERMINAL
 from ..store.schema import tasks
 from .services import Services
 
 log = logging.getLogger("sorakit.server")
 #: a worker that wrote no heartbeat in this long is not counted alive
-ALIVE_SECONDS = 30.0
+ALIVE_SECONDS = FLEET_ALIVE  # a worker not seen for this long is lost (store.FLEET_ALIVE)
 UNMATCHED = "<unmatched>"
 #: the text format every Prometheus reads (newer clients' "latest" says version=1.0.0, for UTF-8
 #: names, which ours are not)
@@ -169,11 +169,9 @@ class StoreCollector:
                                     f"Workers seen in the last {ALIVE_SECONDS:.0f} seconds.", value=alive)
 
     def _alive(self, now: float) -> int | None:
-        store = self.services.store
-        if not hasattr(store, "workers"):
-            return None
+        """Workers not stopped whose heartbeat is recent (as ``sorakit workers`` counts them)."""
         try:
-            return sum(1 for w in store.workers() if (w.get("last_seen") or 0) >= now - ALIVE_SECONDS)
+            return self.services.store.count_alive_workers(now - ALIVE_SECONDS)
         except Exception:
             log.exception("metrics: could not read the workers")
             return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +44,10 @@ def build_services(settings: Settings, engines: dict[str, Engine] | None = None)
         db = Path(store.engine.url.database)
         private_files(db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm"))
     master = shared_master_secret(settings, store)
+    if store.engine.dialect.name != "sqlite" and not settings.media:
+        logging.getLogger("sorakit.server").warning(
+            "a shared database with media in this machine's data dir: workers and API nodes on other "
+            "machines will not find these files; set media to a bucket (s3://...) or a shared folder")
     return Services(
         settings=settings, store=store,
         engines=engines if engines is not None else build_engines(settings),

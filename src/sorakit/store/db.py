@@ -62,9 +62,32 @@ def postgres_engine(url: str) -> Engine:
 
 def redacted(url: str) -> str:
     """The URL without its password, for logs and errors."""
+    import re
+
+    url = re.sub(r"(?i)([?&]password=)[^&]*", r"\1***", url)  # libpq's query-string form
     scheme, sep, rest = url.partition("://")
     creds, at, host = rest.rpartition("@")
     if not at:
         return url
     user, colon, _password = creds.partition(":")
     return f"{scheme}{sep}{user}{':***' if colon else ''}@{host}"
+
+
+def database_errors() -> tuple[type[Exception], ...]:
+    """The exception types of a database that cannot be reached: SQLAlchemy's, and the drivers'
+    own (the hot path's plain SQL runs on the driver's connection)."""
+    import sqlite3
+
+    from sqlalchemy.exc import InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    # (a pool with every connection taken past its timeout: a database too slow to answer)
+    found: list[type[Exception]] = [OperationalError, InterfaceError, PoolTimeout, sqlite3.OperationalError]
+    try:
+        import psycopg
+
+        # ReadOnlySqlTransaction: a failover left this node on a replica for a moment
+        found += [psycopg.OperationalError, psycopg.InterfaceError, psycopg.errors.ReadOnlySqlTransaction]
+    except ImportError:
+        pass
+    return tuple(found)

@@ -79,6 +79,16 @@ def _fleet(conn: Connection) -> None:
     schema.shared_values.create(conn, checkfirst=True)
 
 
+def _wider_columns(conn: Connection) -> None:
+    # What PostgreSQL enforces and SQLite never did: seeds up to 2**63 (the request allows them),
+    # style ids of 200 characters, files over 2 GiB. SQLite keeps any value in any column already.
+    if conn.dialect.name != "postgresql":
+        return
+    for table, column, kind in (("tasks", "seed", "BIGINT"), ("tasks", "style_id", "VARCHAR(200)"),
+                                ("generations", "video_bytes", "BIGINT"), ("uploads", "bytes", "BIGINT")):
+        conn.exec_driver_sql(f'ALTER TABLE "{table}" ALTER COLUMN "{column}" TYPE {kind}')
+
+
 MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0001_initial", _initial),
     ("0002_tasks_status_finished_index", _status_finished_index),
@@ -89,6 +99,7 @@ MIGRATIONS: list[tuple[str, Callable[[Connection], None]]] = [
     ("0007_operations_and_posts", _operations_and_posts),
     ("0008_queue_index", _queue_index),
     ("0009_fleet", _fleet),
+    ("0010_wider_columns", _wider_columns),
 ]
 
 

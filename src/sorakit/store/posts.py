@@ -41,7 +41,8 @@ def create_post(store: Store, user_id: str, generation_id: str, post_text: str |
     with store.engine.begin() as conn:
         found = conn.execute(select(generations.c.id).where(
             generations.c.id == generation_id, generations.c.user_id == user_id,
-            generations.c.kind == "sora_draft", generations.c.video_file.is_not(None))).first()
+            generations.c.kind == "sora_draft", generations.c.video_file.is_not(None))
+            .with_for_update(read=True)).first()  # FOR SHARE: a delete of the draft waits for this post
         if found is None:
             raise DraftGone(generation_id)
         conn.execute(insert(posts).values(**row))

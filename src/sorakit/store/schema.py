@@ -5,7 +5,7 @@ Times are epoch seconds (floats). JSON columns hold the request's own keys, unkn
 
 from __future__ import annotations
 
-from sqlalchemy import (JSON, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData,
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData,
                         String, Table, Text)
 
 metadata = MetaData()
@@ -47,8 +47,8 @@ tasks = Table(
     Column("width", Integer, nullable=False),
     Column("height", Integer, nullable=False),
     Column("fps", Integer, nullable=False),
-    Column("seed", Integer),
-    Column("style_id", String(100)),
+    Column("seed", BigInteger),  # 0 <= seed < 2**63 (0010 widened it: PostgreSQL's integer is 32-bit)
+    Column("style_id", String(200)),  # the request allows 200 (0010)
     Column("inpaint_items", JSON, nullable=False),
     Column("request", JSON, nullable=False),
     Column("priority", Integer, nullable=False, default=1),
@@ -87,7 +87,7 @@ generations = Table(
     Column("video_file", String(300)),
     Column("thumbnail_file", String(300)),
     Column("spritesheet_file", String(300)),  # added by 0004: NULL on older drafts and on errors
-    Column("video_bytes", Integer),
+    Column("video_bytes", BigInteger),
     Column("reason_str", Text),
     Column("error_reason", Text),
     Column("meta", JSON, nullable=False),
@@ -114,7 +114,7 @@ uploads = Table(
     Column("mime", String(50), nullable=False),
     Column("width", Integer, nullable=False),
     Column("height", Integer, nullable=False),
-    Column("bytes", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
 )
 
 schema_migrations = Table(

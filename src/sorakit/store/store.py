@@ -563,9 +563,10 @@ class Store:
             # the queue (ix_tasks_queue, in its order), and the few tasks whose lease ran out.
             head = (select(tasks).where(tasks.c.status == "queued")
                     .order_by(tasks.c.priority, tasks.c.created_at, tasks.c.id).limit(1))
+            # (few: at most the workers that died; read unordered, bounded, and the first by queue
+            # order among them taken)
             lapsed = (select(tasks).where(tasks.c.status.in_(("running", "processing")),
-                                          tasks.c.lease_expires < now)
-                      .order_by(tasks.c.priority, tasks.c.created_at, tasks.c.id).limit(1))
+                                          tasks.c.lease_expires < now).limit(16))
             if names is not None:
                 head, lapsed = head.where(tasks.c.engine.in_(names)), lapsed.where(tasks.c.engine.in_(names))
             if conn.dialect.name == "postgresql":
@@ -771,7 +772,8 @@ class Store:
     def delete_generation(self, gen_id: str, user_id: str) -> dict | None:
         with self._begin() as conn:
             mine = and_(generations.c.id == gen_id, generations.c.user_id == user_id)
-            row = _row(conn.execute(select(generations).where(mine)).first())
+            # locked: a post being made of it (which reads it FOR SHARE) waits, then finds it gone
+            row = _row(conn.execute(select(generations).where(mine).with_for_update()).first())
             if row is not None:
                 conn.execute(delete(posts).where(posts.c.generation_id == gen_id))  # its shares go with it
                 conn.execute(delete(generations).where(mine))
@@ -804,7 +806,9 @@ class Store:
         lease gone, stops, and records nothing."""
         with self._begin() as conn:
             mine = and_(tasks.c.id == task_id, tasks.c.user_id == user_id)
-            if conn.execute(select(tasks.c.id).where(mine)).first() is None:
+            # locked first: a worker committing its result waits (then finds its lease gone), so no
+            # draft of it appears between reading the drafts and deleting the task
+            if conn.execute(select(tasks.c.id).where(mine).with_for_update()).first() is None:
                 return None
             gens = [dict(r._mapping) for r in conn.execute(select(generations).where(
                 generations.c.task_id == task_id))]
@@ -915,6 +919,11 @@ class Store:
                     or_(signin_failures.c.locked_until.is_(None),
                         signin_failures.c.locked_until < now - window))
         with self._begin() as conn:
+            if conn.dialect.name == "postgresql":
+                # SQLite's write lock serialises these; on PostgreSQL two nodes counting one key at
+                # once would both insert its row: the keys are locked, in one order, first
+                for key in sorted(set(keys)):
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 7))", {"k": key})
             conn.execute(delete(signin_failures).where(idle))
             found = {r.key: dict(r._mapping) for r in conn.execute(
                 select(signin_failures).where(signin_failures.c.key.in_(keys)))}

@@ -32,9 +32,15 @@ from ..private import private_dir, private_files
 from ..server.create import creation_config
 from ..server.services import Services
 from ..store import Claim
+from ..store.db import database_errors
 from .metrics import observe as observe_metrics
 
 log = logging.getLogger("sorakit.worker")
+DATABASE_ERRORS = database_errors()
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes
 CANCEL_POLL = 0.25  # seconds between looks at the cancel flag: a cancel lands well within a second
 #: the files a finished draft has, and the generations column naming each
@@ -118,7 +124,11 @@ class TaskContext:
         now = time.monotonic()
         if now - self._last_write >= PROGRESS_INTERVAL:
             self._last_write = now
-            self.services.store.set_progress(self.claim, max(min(self.overall(), 0.99), self.floor))
+            try:
+                self.services.store.set_progress(self.claim, max(min(self.overall(), 0.99), self.floor))
+            except DATABASE_ERRORS as exc:  # progress is a view: the run goes on, the next write catches up
+                log.warning("task %s: progress not written (database: %s)", self.claim.task["id"],
+                            _first_line(exc))
 
 
 class Worker(threading.Thread):
@@ -203,6 +213,15 @@ class Run:
             self._interrupted()
         except EngineError as exc:
             self._failed(exc.reason, exc.code)
+        except DATABASE_ERRORS as exc:
+            # The database, not the task, failed: never record that as the task's failure. Hand it
+            # back if the database answers; if not, the lease runs out and a worker retakes it.
+            log.warning("task %s: database unavailable (%s); handing the task back", self.task["id"],
+                        _first_line(exc))
+            try:
+                self.outcome = "released" if self.store.release(self.claim) else "lost"
+            except DATABASE_ERRORS:
+                pass
         except Exception as exc:
             log.exception("task %s: engine failure", self.task["id"])
             self._failed(f"The video could not be generated: {type(exc).__name__}: {self._redact(exc)}",
@@ -407,12 +426,29 @@ class Run:
             # variations in order: the first made is the first listed among the task's drafts
             row["created_at"] += i * 1e-3
             rows.append(row)
-        if not self.store.finish(self.claim, "succeeded", generation=rows):
+        if not self._commit(rows):
             log.warning("task %s: lease lost before commit; discarding output", self.task["id"])
             self._discard(stored)
         else:
             self.outcome = "succeeded"
             log.info("task %s: succeeded as %s", self.task["id"], ", ".join(r["id"] for r in rows))
+
+    def _commit(self, rows: list[dict]) -> bool:
+        """Record success with its drafts. The video is made and stored: a database that fails now
+        is waited for (while the heartbeat keeps the lease), up to the lease's length, rather than
+        throwing the work away."""
+        deadline = time.monotonic() + self.services.settings.lease_seconds
+        pause = 0.25
+        while True:
+            try:
+                return self.store.finish(self.claim, "succeeded", generation=rows)
+            except DATABASE_ERRORS as exc:
+                if time.monotonic() + pause > deadline or self.heartbeat.lost:
+                    raise
+                log.warning("task %s: could not record the result yet (%s); retrying", self.task["id"],
+                            _first_line(exc))
+                time.sleep(pause)
+                pause = min(pause * 2, 4.0)
 
     def _discard(self, gen_ids: list[str]) -> None:
         """Delete what this attempt stored but will not commit (maintenance catches any left)."""
