@@ -34,6 +34,9 @@ class Settings:
     #: "process": each worker is a `sorakit worker` process, so rendering and encoding never hold
     #: the API's GIL; "thread": workers run inside the API process (tests, engines built in code)
     worker_mode: str = "process"
+    #: how much lower the CPU priority of serve's worker processes is than the API's (a nice
+    #: increment, 0-19): on a machine they share, encoding yields the CPU to requests
+    worker_nice: int = 10
     preview_pace: float = 0.0
     public_base_url: str | None = None
     link_ttl_seconds: int = 24 * 3600
@@ -195,7 +198,7 @@ def load_settings(overrides: dict[str, Any] | None = None, env: dict[str, str] |
 def _validate(s: Settings) -> None:
     checks = [
         ("workers", s.workers >= 0), ("max_frames", s.max_frames >= 1),
-        ("worker_mode", s.worker_mode in ("process", "thread")),
+        ("worker_mode", s.worker_mode in ("process", "thread")), ("worker_nice", 0 <= s.worker_nice <= 19),
         ("max_variants", s.max_variants >= 1), ("max_shots", s.max_shots >= 1),
         ("link_ttl_seconds", s.link_ttl_seconds > 0), ("lease_seconds", s.lease_seconds > 0),
         ("max_attempts", s.max_attempts >= 1), ("preview_pace", s.preview_pace >= 0),

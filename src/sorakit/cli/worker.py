@@ -61,6 +61,9 @@ def worker(data_dir: DataDir = None,
             fail(f"worker settings: {exc}", code=2)
     else:
         s = settings(data_dir=data_dir, database_url=database_url, media=media, worker_name=name)
+    if parent_pid is not None and s.worker_nice:
+        # a worker of `serve` shares its machine with the API: it yields the CPU to requests
+        os.nice(s.worker_nice)
     services = open_services(s)
     from ..engines import parallel
 
