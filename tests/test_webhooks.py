@@ -301,10 +301,44 @@ class Clock:
 
 
 @pytest.fixture
-def stores(tmp_path):
-    store = open_store(tmp_path / "s.db")
+def stores(database):
+    """The store and its webhook store, on SQLite and on PostgreSQL (conftest's ``database``)."""
+    store = open_store(database)
     store.clock = Clock()
-    return store, WebhookStore(store.engine, store.clock)
+    yield store, WebhookStore(store.engine, store.clock)
+    store.engine.dispose()
+
+
+def test_an_endpoint_removed_while_a_task_ends(stores, database):
+    """Tasks end (queueing their events) while their owner's endpoints are removed from another
+    connection: every task's commit succeeds, and no delivery is left naming a removed endpoint."""
+    import threading
+
+    store, hooks = stores
+    other = WebhookStore(open_store(database).engine)
+    ada = store.create_user("ada")["id"]
+    for round_ in range(10):
+        endpoint = hooks.add_endpoint(ada, f"https://hooks.example/{round_}")
+        _task(store, ada)
+        claim = store.claim("w", 30, 3)
+        go, done = threading.Barrier(2), {}
+
+        def finish():
+            go.wait()
+            done["finish"] = store.finish(claim, "succeeded")
+
+        def remove():
+            go.wait()
+            done["remove"] = other.remove_endpoint(endpoint["id"])
+
+        threads = [threading.Thread(target=finish), threading.Thread(target=remove)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert done == {"finish": True, "remove": True}
+        assert [d for d in hooks.deliveries() if d["endpoint_id"] == endpoint["id"]] == []
+    other.engine.dispose()
 
 
 def test_every_way_a_task_ends_queues_its_event_in_the_same_transaction(stores):

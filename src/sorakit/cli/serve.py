@@ -53,8 +53,10 @@ def ensure_local_password(services: Services) -> None:
     password = secrets.token_urlsafe(12)
     # the file first: if we stop between the two, local still has no password and the next start
     # makes a new one, rather than leaving a password set that no file tells
-    write_private(services.settings.data_dir / LOCAL_PASSWORD, password + "\n")
-    services.store.set_password(user["id"], sessions.hash_password(password))
+    path = services.settings.data_dir / LOCAL_PASSWORD
+    write_private(path, password + "\n")
+    if services.store.set_password(user["id"], sessions.hash_password(password), only_if_unset=True) < 0:
+        path.unlink(missing_ok=True)  # another node of the same database gave it one first
 
 
 def local_password_file(services: Services) -> Path | None:

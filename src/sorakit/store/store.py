@@ -840,12 +840,18 @@ class Store:
             return set(conn.execute(select(generations.c.id)).scalars())
 
     # -- sessions and passwords (web sign-in) ---------------------------------------------
-    def set_password(self, user_id: str, password_hash: str) -> int:
+    def set_password(self, user_id: str, password_hash: str, only_if_unset: bool = False) -> int:
         """Set a user's password hash; their sessions end (a new password signs every browser
-        out). Returns how many ended."""
+        out). Returns how many ended. ``only_if_unset``: only when the user has none yet (two
+        servers giving a first password at once: the first one's stays); -1 when it had one."""
         try:
             with self._begin() as conn:
-                conn.execute(update(users).where(users.c.id == user_id).values(password_hash=password_hash))
+                mine = users.c.id == user_id
+                if only_if_unset:
+                    mine = and_(mine, users.c.password_hash.is_(None))
+                if conn.execute(update(users).where(mine).values(password_hash=password_hash)).rowcount == 0 \
+                        and only_if_unset:
+                    return -1
                 return self._end_sessions(conn, sessions.c.user_id == user_id)
         finally:
             self._auth_changed()

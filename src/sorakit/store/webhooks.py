@@ -47,8 +47,12 @@ def enqueue(conn, task_id: str, status: str, now: float) -> int:
     subscribes to it; call inside the transaction that ended it. Returns the deliveries queued."""
     kind = event_type(status)
     owner = select(tasks.c.user_id).where(tasks.c.id == task_id).scalar_subquery()
+    # FOR SHARE (PostgreSQL): an endpoint being removed meanwhile either waits for this commit
+    # (and then removes these deliveries too) or is gone before it is read: never a delivery
+    # naming a removed endpoint, which would fail the task's commit
     subscribed = [r.id for r in conn.execute(select(endpoints.c.id, endpoints.c.events)
-                                             .where(endpoints.c.user_id == owner)) if kind in r.events]
+                                             .where(endpoints.c.user_id == owner).with_for_update(read=True))
+                  if kind in r.events]
     if not subscribed:
         return 0
     event_id = new_id("evt")
@@ -116,6 +120,8 @@ class WebhookStore:
     def remove_endpoint(self, endpoint_id: str) -> bool:
         """Delete an endpoint with its deliveries: pending ones are never sent."""
         with self.engine.begin() as conn:
+            # locked first: a task ending now queues its delivery before this, or not at all
+            conn.execute(select(endpoints.c.id).where(endpoints.c.id == endpoint_id).with_for_update())
             conn.execute(delete(deliveries).where(deliveries.c.endpoint_id == endpoint_id))
             return conn.execute(delete(endpoints).where(endpoints.c.id == endpoint_id)).rowcount == 1
 
