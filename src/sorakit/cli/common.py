@@ -15,6 +15,14 @@ if TYPE_CHECKING:
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (default: the "
                                               "platform's user data dir, or SORAKIT_DATA_DIR).",
                                               show_default=False)]
+#: the fleet's shared pieces, as every command that opens the store or the media takes them
+DatabaseUrl = Annotated[str | None, typer.Option(
+    "--database-url", help="The database, e.g. postgresql://sorakit@db/sorakit (default: the database_url "
+    "setting, else the data dir's SQLite).", show_default=False)]
+Media = Annotated[str | None, typer.Option(
+    "--media", help="Where videos are kept: a directory or s3://bucket/prefix (default: the media setting, "
+    "else <data dir>/media).",
+    show_default=False)]
 _TTL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
 _UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 

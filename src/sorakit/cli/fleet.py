@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from .common import DataDir, settings
+from .common import DatabaseUrl, DataDir, settings
 
 
 def state_of(row: dict, now: float, alive_within: float) -> str:
@@ -34,8 +34,7 @@ def _ago(seconds: float) -> str:
 
 
 def workers(data_dir: DataDir = None,
-            database_url: Annotated[str | None, typer.Option(
-                help="The fleet's database [the data dir's SQLite, or database_url].", show_default=False)] = None,
+            database_url: DatabaseUrl = None,
             all_: Annotated[bool, typer.Option("--all", help="Also list stopped and lost workers.")] = False,
             as_json: Annotated[bool, typer.Option("--json", help="One JSON object per worker, one per line.")] = False,
             ) -> None:

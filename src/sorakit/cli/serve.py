@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .common import DataDir, open_services, settings, write_private
+from .common import DatabaseUrl, DataDir, Media, open_services, settings, write_private
 
 if TYPE_CHECKING:  # the server loads when it is used, not for `sorakit serve --help`
     from ..config import Settings
@@ -112,12 +112,8 @@ def serve(host: Annotated[str | None, typer.Option(help="Interface to listen on 
           data_dir: DataDir = None,
           workers: Annotated[int | None, typer.Option(
               min=0, help="Worker processes to start [1]; 0 for an API-only node of a fleet.")] = None,
-          database_url: Annotated[str | None, typer.Option(
-              help="A fleet's database, e.g. postgresql://sorakit@db/sorakit [the data dir's SQLite].",
-              show_default=False)] = None,
-          media: Annotated[str | None, typer.Option(
-              help="Where videos are kept: a directory or s3://bucket/prefix [<data dir>/media].",
-              show_default=False)] = None,
+          database_url: DatabaseUrl = None,
+          media: Media = None,
           preview_pace: Annotated[float | None, typer.Option(
               min=0, help="Minimum seconds per preview video, to watch the lifecycle [0].")] = None,
           public_base_url: Annotated[str | None, typer.Option(

@@ -19,22 +19,18 @@ from typing import Annotated
 
 import typer
 
-from .common import DataDir, fail, open_services, settings
+from .common import DatabaseUrl, DataDir, Media, fail, open_services, settings
 
 PARENT_CHECK = 1.0  # seconds between looks at whether the parent is still there
 
 
 def worker(data_dir: DataDir = None,
-           database_url: Annotated[str | None, typer.Option(
-               help="The fleet's database, e.g. postgresql://sorakit@db/sorakit [the data dir's SQLite].",
-               show_default=False)] = None,
-           media: Annotated[str | None, typer.Option(
-               help="Where finished videos go: a shared directory or s3://bucket/prefix [<data dir>/media].",
-               show_default=False)] = None,
+           database_url: DatabaseUrl = None,
+           media: Media = None,
            name: Annotated[str | None, typer.Option(
-               help="This worker's name in `sorakit workers` [host:pid].", show_default=False)] = None,
+               help="This worker's name in `sorakit workers` (default: host:pid).", show_default=False)] = None,
            engines: Annotated[str | None, typer.Option(
-               help="Claim only tasks for these engines or models, comma-separated [every one configured].",
+               help="Claim only tasks for these engines or models, comma-separated (default: every one configured).",
                show_default=False)] = None,
            threads: Annotated[int, typer.Option(min=1, help="Tasks this process runs at once [1].")] = 1,
            index: Annotated[int, typer.Option(hidden=True)] = 0,
@@ -43,9 +39,9 @@ def worker(data_dir: DataDir = None,
            parent_pid: Annotated[int | None, typer.Option(hidden=True)] = None,
            log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR [INFO].")] = "INFO",
            metrics_port: Annotated[int | None, typer.Option(
-               min=1, max=65535, help="Serve Prometheus metrics on this port (GET /metrics) [off].")] = None,
+               min=1, max=65535, help="Serve Prometheus metrics on this port (GET /metrics; default: off).")] = None,
            metrics_host: Annotated[str, typer.Option(
-               help="Address --metrics-port listens on [127.0.0.1].")] = "127.0.0.1") -> None:
+               help="Address --metrics-port listens on.")] = "127.0.0.1") -> None:
     """Run workers: claim queued tasks, render and encode them, record the results."""
     from ..config import ConfigError, load_settings
     from ..worker import WorkerPool
