@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import requests
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -162,6 +163,7 @@ def test_only_allowed_peers_see_it_and_others_get_a_plain_404(make_api):
     assert TestClient(closed.app, client=LOOPBACK).get("/metrics").status_code == 404
 
 
+@pytest.mark.sqlite_only
 def test_the_store_is_read_through_indexes(make_api):
     """The counts scan no table: a covering index for all statuses, searches for the rest."""
     api = make_api(workers=0)
