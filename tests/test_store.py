@@ -357,3 +357,29 @@ def test_deleting_a_task_while_its_worker_commits(database):
         assert store.generation(gen["id"]) is None
     store.engine.dispose()
     other.engine.dispose()
+
+
+def test_on_postgresql_every_machine_keeps_the_databases_time(pg_url):
+    """Two stores on one database, one on a machine whose clock runs 31 s ahead (more than a
+    lease): both stamp and judge leases on the database's clock, so the fast one cannot take a
+    task whose lease the other keeps renewing."""
+    import time
+
+    from sorakit.store.db import DatabaseClock
+
+    honest = open_store(pg_url)
+    fast = open_store(pg_url)
+    fast.clock = DatabaseClock(fast.engine, local=lambda: time.time() + 31.0)
+    assert abs(fast.clock() - honest.clock()) < 1.0  # both are the database's time
+    assert abs(fast.clock.offset + 31.0) < 1.0
+    user = honest.create_user("u")
+    _task(honest, user["id"], created_at=honest.clock())
+    claim = honest.claim("slow-clock", 30, 3)
+    assert honest.renew(claim, 30) == (True, False)
+    assert fast.claim("fast-clock", 30, 3) is None  # the lease is alive on the database's clock
+    # and an unreachable database keeps the last offset rather than failing the caller
+    fast.clock.engine = None
+    fast.clock._synced_at = 0.0
+    assert abs(fast.clock() - time.time()) < 1.0
+    honest.engine.dispose()
+    fast.engine.dispose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .db import postgres_engine, sqlite_engine
+from .db import DatabaseClock, postgres_engine, sqlite_engine
 from .migrations import migrate
 from .store import ACTIVE, FLEET_ALIVE, TERMINAL, Claim, IdempotencyConflict, NameTaken, Store, Usage
 
@@ -18,8 +18,10 @@ def open_store(where: Path | str) -> Store:
     text = str(where)
     if text.startswith(("postgresql://", "postgresql+psycopg://", "postgres://")):
         engine = postgres_engine(text)
-    else:
-        engine = sqlite_engine(Path(text.removeprefix("sqlite:///")) if text.startswith("sqlite:///") else Path(where))
+        migrate(engine)
+        # machines sharing it agree on the time: leases are judged on the database's clock
+        return Store(engine, clock=DatabaseClock(engine))
+    engine = sqlite_engine(Path(text.removeprefix("sqlite:///")) if text.startswith("sqlite:///") else Path(where))
     migrate(engine)
     return Store(engine)
 

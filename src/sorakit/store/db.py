@@ -3,6 +3,8 @@ concurrent writers queue instead of failing; any other SQLAlchemy URL is used as
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -91,3 +93,40 @@ def database_errors() -> tuple[type[Exception], ...]:
     except ImportError:
         pass
     return tuple(found)
+
+
+class DatabaseClock:
+    """Wall-clock seconds as the database server counts them, for a store several machines share.
+
+    Leases are stamped by the machine that takes or renews them and judged by another: on each
+    machine's own clock, one running ``lease_seconds`` ahead would take tasks that are alive. This
+    clock is the local clock plus an offset to the database's ``clock_timestamp()``, measured at
+    the first call and again every ``resync`` seconds (one query; the offset is taken at the
+    midpoint of the round trip, so it is right to within half of one). When the database cannot be
+    asked, the last offset stays."""
+
+    def __init__(self, engine: Engine, resync: float = 60.0, local=time.time) -> None:
+        self.engine, self.resync, self.local = engine, resync, local
+        self.offset = 0.0
+        self._synced_at: float | None = None
+        self._lock = threading.Lock()
+
+    def sync(self) -> float:
+        before = self.local()
+        with self.engine.connect() as conn:
+            server = float(conn.exec_driver_sql("SELECT EXTRACT(EPOCH FROM clock_timestamp())").scalar_one())
+        after = self.local()
+        self.offset = server - (before + after) / 2
+        self._synced_at = time.monotonic()
+        return self.offset
+
+    def __call__(self) -> float:
+        due = self._synced_at is None or time.monotonic() - self._synced_at >= self.resync
+        if due and self._lock.acquire(blocking=self._synced_at is None):
+            try:
+                self.sync()
+            except Exception:  # the database is away: keep the last offset, try again later
+                self._synced_at = time.monotonic()
+            finally:
+                self._lock.release()
+        return self.local() + self.offset
