@@ -4,6 +4,7 @@ every in-process API test of the suite this way; these run in every suite.)"""
 
 from __future__ import annotations
 
+import time
 from urllib.parse import urlsplit
 
 import av
@@ -85,3 +86,18 @@ def test_values_postgresql_refuses_are_the_requests_mistake(pg_api):
     assert api.services.store.task(r.json()["id"])["seed"] == 2**62
     r = api.create(style_id="s" * 150, n_frames=3)
     assert r.status_code in (200, 400), r.text  # stored, or refused by name: never a 500
+
+
+def test_an_idle_worker_is_woken_by_the_database(make_api, pg_url, monkeypatch):
+    """A worker in one process, a create in another (API node): with the idle poll set to a
+    minute, only PostgreSQL's NOTIFY (sent by the create's commit) can make it start at once."""
+    from sorakit.worker import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "LISTENING_POLL", 60.0)
+    renderer = make_api(workers=1, database_url=pg_url)
+    node = make_api(workers=0, database_url=pg_url)  # its own services: its creates wake none here
+    listener = renderer.app.state.pool.listener
+    assert listener is not None and listener.listening.wait(10)
+    time.sleep(0.5)  # the worker has polled the empty queue and sleeps on its minute
+    task = node.wait(node.create(n_frames=3).json()["id"], timeout=20)
+    assert task["status"] == "succeeded"

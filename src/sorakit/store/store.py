@@ -181,6 +181,18 @@ def _token_row(user_id: str, now: float, ttl_seconds: float) -> dict[str, Any]:
             "revoked_at": None}
 
 
+#: the PostgreSQL channel a task becoming claimable is announced on (worker/listen.py wakes idle
+#: workers of every machine with it, so they need not poll the queue often)
+WORK_CHANNEL = "sorakit_work"
+
+
+def _work_queued(conn) -> None:
+    """Inside the transaction that makes a task claimable: on PostgreSQL, a notification that is
+    delivered when (and only if) it commits."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"NOTIFY {WORK_CHANNEL}")
+
+
 def _task_ended(conn, task_id: str, status: str, now: float) -> None:
     """Every place a task ends calls this inside its transaction: the task's webhook
     deliveries commit with its status, or not at all."""
@@ -465,7 +477,10 @@ class Store:
     def admit(self, task_id: str) -> bool:
         """preprocessing -> queued, once the request passed moderation."""
         with self._begin() as conn:
-            return conn.execute(_ADMIT, {"task_id": task_id}).rowcount == 1
+            admitted = conn.execute(_ADMIT, {"task_id": task_id}).rowcount == 1
+            if admitted:
+                _work_queued(conn)
+            return admitted
 
     def preprocessing_ids(self) -> list[str]:
         return [r["id"] for r in self._all(select(tasks.c.id).where(tasks.c.status == "preprocessing"))]
@@ -645,7 +660,11 @@ class Store:
         stmt = update(tasks).where(self._held(claim)).values(
             status="queued", lease_owner=None, lease_expires=None, attempts=tasks.c.attempts - 1)
         try:
-            return self._write(stmt) == 1
+            with self._begin() as conn:
+                released = conn.execute(stmt).rowcount == 1
+                if released:
+                    _work_queued(conn)
+                return released
         finally:
             self._queue_changed()
 

@@ -12,6 +12,7 @@ import time
 
 from ..server.services import Services
 from ..store import FLEET_ALIVE
+from .listen import WorkListener
 from .worker import Worker
 
 __all__ = ["FLEET_ALIVE", "Worker", "WorkerPool"]
@@ -46,9 +47,17 @@ class WorkerPool:
         self.stopping = threading.Event()
         self.workers = [Worker(services, first_index + i, self.stopping, engines=engines) for i in range(count)]
         self._beat = threading.Thread(target=self._heartbeats, name="sorakit-fleet-beat", daemon=True)
+        #: on PostgreSQL, woken by the database when a task is queued anywhere (worker/listen.py)
+        self.listener = None
+        if self.workers and services.store.engine.dialect.name == "postgresql":
+            self.listener = WorkListener(services.store.engine, services.work_ready, self.stopping)
+            for w in self.workers:
+                w.listener = self.listener
 
     def start(self) -> None:
         self._register()
+        if self.listener is not None:
+            self.listener.start()
         for w in self.workers:
             w.start()
         if self.workers:

@@ -33,6 +33,7 @@ from ..server.create import creation_config
 from ..server.services import Services
 from ..store import Claim
 from ..store.db import database_errors
+from .listen import LISTENING_POLL
 from .metrics import observe as observe_metrics
 
 log = logging.getLogger("sorakit.worker")
@@ -146,6 +147,8 @@ class Worker(threading.Thread):
         #: the task it runs now, and how many it finished since the last heartbeat of its row
         self.current: str | None = None
         self.finished = 0
+        #: its process's WorkListener, on PostgreSQL (set by WorkerPool)
+        self.listener = None
 
     def run(self) -> None:
         self._preload()
@@ -153,9 +156,11 @@ class Worker(threading.Thread):
             try:
                 claim = self._claim()
                 if claim is None:
-                    # Woken by a new task in this process; the timeout covers other processes'
-                    # tasks and expired leases.
-                    self.services.work_ready.wait(self.poll_interval)
+                    # Woken by a new task in this process (or, on PostgreSQL, announced by any
+                    # process: worker/listen.py); the timeout covers expired leases and, while no
+                    # listener runs, other processes' tasks.
+                    listening = self.listener is not None and self.listener.listening.is_set()
+                    self.services.work_ready.wait(LISTENING_POLL if listening else self.poll_interval)
                     self.services.work_ready.clear()
                     continue
                 self.execute(claim)
