@@ -146,6 +146,15 @@ def database(request, tmp_path) -> str:
     return request.getfixturevalue("pg_url")
 
 
+def wait_for(predicate, timeout: float = 30.0, what: str = "condition", every: float = 0.1):
+    """Call ``predicate`` until it returns something truthy (returned), for at most ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while not (found := predicate()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(every)
+    return found
+
+
 def assert_error(response, status: int, code: str, param: str | None = "__any__") -> dict:
     assert response.status_code == status, response.text
     body = response.json()

@@ -24,6 +24,7 @@ import av
 import pytest
 import requests
 
+from conftest import wait_for
 from serverproc import ServerProcess
 from sorakit.config import load_settings
 from sorakit.ids import new_id
@@ -124,16 +125,6 @@ def fleet(tmp_path, pg_url, bucket):
     made.close()
 
 
-def _wait(predicate, timeout: float = 60.0, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError("timed out waiting")
-
-
 def _task(server: ServerProcess, headers: dict, task_id: str) -> dict:
     r = requests.get(f"{server.url}/backend/nf/tasks/{task_id}/v2", headers=headers, timeout=10)
     assert r.status_code == 200, r.text
@@ -153,15 +144,15 @@ def test_created_on_one_node_rendered_by_a_worker_listed_and_downloaded_on_anoth
 
     # the first worker takes it slowly; it is killed mid-task
     doomed = fleet.worker("gpu-1", pace=30.0)
-    _wait(lambda: _task(b, alice, task_id)["status"] == "running", timeout=60)
-    seen = _wait(lambda: fleet.workers(), timeout=30)
+    wait_for(lambda: _task(b, alice, task_id)["status"] == "running", timeout=60)
+    seen = wait_for(lambda: fleet.workers(), timeout=30)
     assert seen[0]["name"] == "gpu-1/w0" and seen[0]["current_task"] in (task_id, None)
     os.killpg(doomed.pid, signal.SIGKILL)
     doomed.wait(10)
 
     # another worker, on another "machine", finishes it once the dead lease runs out
     fleet.worker("gpu-2")
-    done = _wait(lambda: (t := _task(a, alice, task_id))["status"] in ("succeeded", "failed") and t, timeout=90)
+    done = wait_for(lambda: (t := _task(a, alice, task_id))["status"] in ("succeeded", "failed") and t, timeout=90)
     assert done["status"] == "succeeded", done
     store = fleet.store()
     row = store.task(task_id)
@@ -186,11 +177,11 @@ def test_created_on_one_node_rendered_by_a_worker_listed_and_downloaded_on_anoth
         assert not list((tmp_path / node).rglob("*.mp4"))
 
     # the fleet as `sorakit workers` shows it: the killed one lost (no clean stop), the other idle
-    both = _wait(lambda: (ws := fleet.workers("--all")) and len(ws) == 2 and ws)
+    both = wait_for(lambda: (ws := fleet.workers("--all")) and len(ws) == 2 and ws, timeout=60)
     states = {w["name"]: w for w in both}
     assert states["gpu-2/w0"]["state"] in ("idle", "busy")
     assert states["gpu-1/w0"]["stopped_at"] is None
-    _wait(lambda: {w["name"]: w for w in fleet.workers("--all")}["gpu-2/w0"]["tasks_done"] == 1, timeout=20)
+    wait_for(lambda: {w["name"]: w for w in fleet.workers("--all")}["gpu-2/w0"]["tasks_done"] == 1, timeout=20)
 
 
 def test_four_workers_run_two_hundred_tasks_exactly_once(fleet):
@@ -212,7 +203,7 @@ def test_four_workers_run_two_hundred_tasks_exactly_once(fleet):
         rows = [store.task(t) for t in ids]
         return all(r["status"] in ("succeeded", "failed") for r in rows) and rows
 
-    rows = _wait(finished, timeout=300, every=1.0)
+    rows = wait_for(finished, timeout=300, every=1.0)
     assert {r["status"] for r in rows} == {"succeeded"}
     assert {r["attempts"] for r in rows} == {1}  # nobody took a task someone else held
     drafts = store.generations_for(ids)

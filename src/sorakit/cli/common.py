@@ -54,14 +54,13 @@ def open_services_store(s: Settings):
 def _opened(s: Settings, opener):
     from sqlalchemy.exc import DBAPIError
 
-    from ..store.db import redacted
+    from ..store.db import first_line, redacted
 
     try:
         return opener(s)
     except DBAPIError as exc:
         where = redacted(s.database_url) if s.database_url else str(s.db_path)
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
-        fail(f"cannot open the database {where}: {reason}", code=2)
+        fail(f"cannot open the database {where}: {first_line(exc.orig or exc, 500)}", code=2)
     except RuntimeError as exc:  # e.g. psycopg missing for a postgresql:// URL
         fail(str(exc), code=2)
 

@@ -15,7 +15,7 @@ from ..media.storage import StorageError
 from ..protocol import errors
 from ..protocol.bounds import safe_name
 from ..protocol.errors import ApiError
-from ..store.db import database_errors
+from ..store.db import database_errors, first_line
 
 log = logging.getLogger("sorakit.server")
 
@@ -80,7 +80,7 @@ async def _on_storage(request: Request, exc: StorageError) -> JSONResponse:
 def database_unavailable(exc: Exception, method: str, path: str) -> ApiError:
     """The database went away (down, restarting, unreachable, or SQLite locked past its timeout):
     a 503 to retry, not a 500; the pool reconnects once it is back."""
-    log.error("database error on %s %s: %s", method, path, (str(exc).splitlines() or [type(exc).__name__])[0])
+    log.error("database error on %s %s: %s", method, path, first_line(exc))
     return ApiError(503, "database_unavailable", "The database is not available now. Try again later.",
                     type="server_error", headers={"Retry-After": "5"})
 
@@ -92,8 +92,7 @@ async def _on_database(request: Request, exc: Exception) -> JSONResponse:
 async def _on_unstorable(request: Request, exc: Exception) -> JSONResponse:
     """A value the database refuses to store or compare (PostgreSQL: a NUL character in text, a
     number out of its column's range): the request's mistake, a 400, however it got that far."""
-    log.info("database refused a value on %s %s: %s", request.method, request.url.path,
-             (str(exc).splitlines() or [type(exc).__name__])[0][:200])
+    log.info("database refused a value on %s %s: %s", request.method, request.url.path, first_line(exc))
     return respond(errors.invalid_request("The request holds a value that cannot be stored or looked up "
                                           "(such as a NUL character, or a number out of range).", None))
 

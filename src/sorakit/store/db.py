@@ -75,6 +75,11 @@ def redacted(url: str) -> str:
     return f"{scheme}{sep}{user}{':***' if colon else ''}@{host}"
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """An error's first line, for a log line (drivers' messages run to the SQL and its parameters)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:limit]
+
+
 def database_errors() -> tuple[type[Exception], ...]:
     """The exception types of a database that cannot be reached: SQLAlchemy's, and the drivers'
     own (the hot path's plain SQL runs on the driver's connection)."""

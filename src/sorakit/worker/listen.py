@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 
+from ..store.db import first_line
 from ..store.store import WORK_CHANNEL
 
 log = logging.getLogger("sorakit.worker")
@@ -47,7 +48,6 @@ class WorkListener(threading.Thread):
                             self.ready.set()
             except Exception as exc:  # the database went away: poll meanwhile, listen again soon
                 self.listening.clear()
-                log.warning("work listener: %s; polling until it reconnects",
-                            (str(exc).strip().splitlines() or [type(exc).__name__])[0])
+                log.warning("work listener: %s; polling until it reconnects", first_line(exc))
                 self.stopping.wait(RECONNECT_PAUSE)
         self.listening.clear()

@@ -32,16 +32,13 @@ from ..private import private_dir, private_files
 from ..server.create import creation_config
 from ..server.services import Services
 from ..store import Claim
-from ..store.db import database_errors
+from ..store.db import database_errors, first_line
 from .listen import LISTENING_POLL
 from .metrics import observe as observe_metrics
 
 log = logging.getLogger("sorakit.worker")
 DATABASE_ERRORS = database_errors()
 
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes
 CANCEL_POLL = 0.25  # seconds between looks at the cancel flag: a cancel lands well within a second
 #: the files a finished draft has, and the generations column naming each
@@ -129,7 +126,7 @@ class TaskContext:
                 self.services.store.set_progress(self.claim, max(min(self.overall(), 0.99), self.floor))
             except DATABASE_ERRORS as exc:  # progress is a view: the run goes on, the next write catches up
                 log.warning("task %s: progress not written (database: %s)", self.claim.task["id"],
-                            _first_line(exc))
+                            first_line(exc))
 
 
 class Worker(threading.Thread):
@@ -222,7 +219,7 @@ class Run:
             # The database, not the task, failed: never record that as the task's failure. Hand it
             # back if the database answers; if not, the lease runs out and a worker retakes it.
             log.warning("task %s: database unavailable (%s); handing the task back", self.task["id"],
-                        _first_line(exc))
+                        first_line(exc))
             try:
                 self.outcome = "released" if self.store.release(self.claim) else "lost"
             except DATABASE_ERRORS:
@@ -451,7 +448,7 @@ class Run:
                 if time.monotonic() + pause > deadline or self.heartbeat.lost:
                     raise
                 log.warning("task %s: could not record the result yet (%s); retrying", self.task["id"],
-                            _first_line(exc))
+                            first_line(exc))
                 time.sleep(pause)
                 pause = min(pause * 2, 4.0)
 
